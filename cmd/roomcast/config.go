@@ -1,0 +1,181 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/roomcast/roomcast/consumers"
+	"github.com/roomcast/roomcast/publishers"
+)
+
+// Config is roomcast's whole configuration, read once from the environment.
+type Config struct {
+	Kafka         consumers.KafkaConfig
+	Topic         string
+	DLQTopic      string
+	ConsumerGroup string
+	InitialOffset string
+
+	DatabaseURL      string
+	DatabaseMaxConns int
+
+	Pusher publishers.ClientConfig
+
+	HTTPAddr        string
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+	LogFormat       string
+}
+
+// Getenv looks up one environment variable ("" when unset).
+type Getenv func(string) string
+
+// loadConfig reads the configuration from env and reports every problem at
+// once, each naming its variable. Secret values never appear in the errors.
+func loadConfig(env Getenv, needs ...string) (Config, error) {
+	var errs []error
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(env(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	parseBool := func(name string, def bool) bool {
+		v := get(name, "")
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not true or false", name, v))
+		}
+		return b
+	}
+	parseInt := func(name string, def int) int {
+		v := get(name, "")
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("%s: %q is not a positive whole number", name, v))
+		}
+		return n
+	}
+	parseDuration := func(name string, def time.Duration) time.Duration {
+		v := get(name, "")
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: %q is not a positive duration such as 30s", name, v))
+		}
+		return d
+	}
+
+	c := Config{
+		Topic:            get("KAFKA_TOPIC", "chat.events"),
+		DLQTopic:         get("KAFKA_DLQ_TOPIC", "chat.events.dlq"),
+		ConsumerGroup:    get("KAFKA_CONSUMER_GROUP", "roomcast"),
+		InitialOffset:    get("KAFKA_INITIAL_OFFSET", "earliest"),
+		DatabaseURL:      get("DATABASE_URL", ""),
+		DatabaseMaxConns: parseInt("DATABASE_MAX_CONNS", 20),
+		HTTPAddr:         get("HTTP_ADDR", ":8080"),
+		ShutdownTimeout:  parseDuration("SHUTDOWN_TIMEOUT", 25*time.Second),
+		LogFormat:        get("LOG_FORMAT", "json"),
+	}
+	if b := get("KAFKA_BROKERS", ""); b != "" {
+		for _, s := range strings.Split(b, ",") {
+			c.Kafka.Brokers = append(c.Kafka.Brokers, strings.TrimSpace(s))
+		}
+	}
+	c.Kafka.SASLMechanism = strings.ToUpper(get("KAFKA_SASL_MECHANISM", ""))
+	c.Kafka.SASLUsername = get("KAFKA_SASL_USERNAME", "")
+	c.Kafka.SASLPassword = env("KAFKA_SASL_PASSWORD")
+	c.Kafka.TLS = parseBool("KAFKA_TLS", false)
+	c.Pusher = publishers.ClientConfig{
+		AppID:   get("PUSHER_APP_ID", ""),
+		Key:     get("PUSHER_KEY", ""),
+		Secret:  env("PUSHER_SECRET"),
+		Cluster: get("PUSHER_CLUSTER", ""),
+		Host:    get("PUSHER_HOST", ""),
+		UseTLS:  parseBool("PUSHER_USE_TLS", true),
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL: %q is not debug, info, warn or error", get("LOG_LEVEL", "")))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT: %q is not json or text", c.LogFormat))
+	}
+
+	for _, need := range needs {
+		switch need {
+		case "kafka":
+			errs = append(errs, c.Kafka.Validate())
+			if c.InitialOffset != "earliest" && c.InitialOffset != "latest" {
+				errs = append(errs, fmt.Errorf("KAFKA_INITIAL_OFFSET: %q is not earliest or latest", c.InitialOffset))
+			}
+			if c.Topic == c.DLQTopic {
+				errs = append(errs, errors.New("KAFKA_DLQ_TOPIC: must differ from KAFKA_TOPIC"))
+			}
+		case "database":
+			errs = append(errs, validateDatabaseURL(c.DatabaseURL))
+		case "pusher":
+			errs = append(errs, validatePusher(c.Pusher))
+		case "http":
+			if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+				errs = append(errs, fmt.Errorf("HTTP_ADDR: %q is not host:port (for example :8080)", c.HTTPAddr))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return c, nil
+}
+
+func validateDatabaseURL(dsn string) error {
+	if dsn == "" {
+		return errors.New("DATABASE_URL: required (postgres://user:password@host:5432/db)")
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if _, err := url.Parse(dsn); err != nil {
+			// The URL may hold a password: name the problem, not the value.
+			return errors.New("DATABASE_URL: not a valid URL")
+		}
+		return nil
+	}
+	if strings.Contains(dsn, "=") { // key=value form
+		return nil
+	}
+	return errors.New("DATABASE_URL: not a postgres:// URL or key=value connection string")
+}
+
+func validatePusher(p publishers.ClientConfig) error {
+	var errs []error
+	if p.AppID == "" {
+		errs = append(errs, errors.New("PUSHER_APP_ID: required"))
+	}
+	if p.Key == "" {
+		errs = append(errs, errors.New("PUSHER_KEY: required"))
+	}
+	if p.Secret == "" {
+		errs = append(errs, errors.New("PUSHER_SECRET: required"))
+	}
+	if p.Cluster == "" && p.Host == "" {
+		errs = append(errs, errors.New("PUSHER_CLUSTER: required unless PUSHER_HOST is set"))
+	}
+	if p.Host != "" {
+		if _, _, err := net.SplitHostPort(p.Host); err != nil {
+			errs = append(errs, fmt.Errorf("PUSHER_HOST: %q is not host:port", p.Host))
+		}
+	}
+	return errors.Join(errs...)
+}

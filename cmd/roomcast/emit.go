@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/roomcast/roomcast/domain"
+)
+
+// runEmit is `roomcast emit`: CloudEvents JSON lines on stdin to Kafka, keyed
+// by domain.PartitionKey and partitioned with murmur2 like the Java client.
+func runEmit(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("emit", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	brokers := fs.String("brokers", "", "comma-separated bootstrap servers (default $KAFKA_BROKERS)")
+	topic := fs.String("topic", "", "topic (default $KAFKA_TOPIC or chat.events)")
+	allowInvalid := fs.Bool("allow-invalid", false, "also send lines that break the event contract (to exercise the dead-letter path)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: emit: %v", errUsage, err)
+	}
+	cfg, err := loadConfig(func(name string) string {
+		switch {
+		case name == "KAFKA_BROKERS" && *brokers != "":
+			return *brokers
+		case name == "KAFKA_TOPIC" && *topic != "":
+			return *topic
+		}
+		return env(name)
+	}, "kafka")
+	if err != nil {
+		return err
+	}
+	producer, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, cfg.Kafka.ProducerConfig())
+	if err != nil {
+		return fmt.Errorf("connect to kafka %v: %w", cfg.Kafka.Brokers, err)
+	}
+	defer func() { _ = producer.Close() }()
+
+	sent, rejected := 0, 0
+	var rejects []error
+	var pending []*sarama.ProducerMessage
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		if err := producer.SendMessages(pending); err != nil {
+			return fmt.Errorf("produce to %s: %w", cfg.Topic, err)
+		}
+		sent += len(pending)
+		pending = pending[:0]
+		return nil
+	}
+	scanner := bufio.NewScanner(stdin)
+	scanner.Buffer(make([]byte, 1<<20), 16<<20)
+	line := 0
+	for scanner.Scan() {
+		line++
+		if ctx.Err() != nil {
+			break
+		}
+		raw := bytes.TrimSpace(scanner.Bytes())
+		if len(raw) == 0 {
+			continue
+		}
+		key, err := eventKey(raw, *allowInvalid)
+		if err != nil {
+			rejected++
+			rejects = append(rejects, fmt.Errorf("line %d: %w", line, err))
+			continue
+		}
+		msg := &sarama.ProducerMessage{Topic: cfg.Topic, Value: sarama.ByteEncoder(bytes.Clone(raw)), Timestamp: time.Now()}
+		if key != "" {
+			msg.Key = sarama.StringEncoder(key)
+		}
+		pending = append(pending, msg)
+		if len(pending) == 500 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := scanner.Err(); err != nil {
+		return fmt.Errorf("read stdin after line %d: %w", line, err)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "sent %d events to %s", sent, cfg.Topic)
+	if rejected > 0 {
+		fmt.Fprintf(stdout, ", rejected %d lines", rejected)
+	}
+	fmt.Fprintln(stdout)
+	if len(rejects) > 0 {
+		return fmt.Errorf("%d lines rejected:\n%w", rejected, errors.Join(rejects...))
+	}
+	return ctx.Err()
+}
+
+// eventKey validates one line and returns its Kafka key. With allowInvalid a
+// line that breaks the contract is still sent if it is a JSON object, keyed by
+// its subject when it has one.
+func eventKey(raw []byte, allowInvalid bool) (string, error) {
+	env, err := domain.Decode(raw)
+	if err == nil {
+		return domain.PartitionKey(env.Event), nil
+	}
+	if !allowInvalid {
+		return "", err
+	}
+	var head struct {
+		Subject string `json:"subject"`
+	}
+	if json.Unmarshal(raw, &head) != nil && !strings.HasPrefix(string(raw), "{") {
+		return "", fmt.Errorf("not a JSON object")
+	}
+	return head.Subject, nil
+}

@@ -1,0 +1,87 @@
+// Command roomcast consumes chat domain events from Kafka, projects them into
+// Postgres and fans them out to Pusher. See README.md for its subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `roomcast: chat events from Kafka into Postgres and out to Pusher
+
+Usage:
+  roomcast run                      the worker: consume, project, fan out (health and metrics on HTTP_ADDR)
+  roomcast migrate [up|down|status] versioned SQL migrations (default: up)
+  roomcast emit [-brokers B] [-topic T] read CloudEvents JSON lines on stdin and produce them to Kafka
+  roomcast sample [-rooms N] [-messages N]  print a sample conversation as CloudEvents JSON lines
+  roomcast dev                      everything on one machine: in-process Kafka, throwaway Postgres, local Pusher capture
+  roomcast replay ...               rebuild projections from history (not yet available)
+
+Configuration comes from the environment; see README.md.
+`
+
+// errUsage marks a command line roomcast does not understand (exit status 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	// main owns the signals and hands a context down, so that run can be
+	// embedded in tests.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(os.Stderr, "roomcast: %v\n\n%s", err, usage)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "roomcast: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// run executes one roomcast command. It returns when the command is done or
+// ctx ends.
+func run(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		cfg, err := loadConfig(env, "kafka", "database", "pusher", "http")
+		if err != nil {
+			return err
+		}
+		return runWorker(ctx, cfg, newLogger(cfg, stderr))
+	case "migrate":
+		return runMigrate(ctx, rest, env, stdout)
+	case "emit":
+		return runEmit(ctx, rest, env, stdin, stdout)
+	case "sample":
+		return runSample(rest, stdout)
+	case "dev":
+		return runDev(ctx, rest, env, stdout, stderr)
+	case "replay":
+		return errors.New("replay: not available yet in this version")
+	case "help", "-h", "--help":
+		_, err := io.WriteString(stdout, usage)
+		return err
+	default:
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/roomcast/roomcast/consumers"
+	"github.com/roomcast/roomcast/migrations"
+	"github.com/roomcast/roomcast/projections"
+	"github.com/roomcast/roomcast/publishers"
+)
+
+// runWorker is `roomcast run`: it checks the schema, then consumes, projects
+// and fans out until ctx ends, and stops within cfg.ShutdownTimeout.
+func runWorker(ctx context.Context, cfg Config, log *slog.Logger) error {
+	return runWorkerWith(ctx, cfg, log, nil)
+}
+
+// runWorkerWith is runWorker with a hook called once the worker serves (tests, dev).
+func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started func(*worker)) error {
+	log.Info("roomcast starting", slog.Any("brokers", cfg.Kafka.Brokers), slog.String("topic", cfg.Topic),
+		slog.String("group", cfg.ConsumerGroup), slog.String("http_addr", cfg.HTTPAddr))
+	db, err := projections.Open(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = projections.Close(db) }()
+	sqlDB, err := projections.SQL(db)
+	if err != nil {
+		return err
+	}
+	migrator, err := migrations.New(sqlDB)
+	if err != nil {
+		return err
+	}
+	if err := migrator.Check(ctx); err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	projector := projections.NewProjector(db, log, reg)
+	outbox := projections.NewOutbox(db)
+	dispatcher := publishers.NewDispatcher(outbox, publishers.NewClient(cfg.Pusher), publishers.DispatcherConfig{
+		Logger: log.With(slog.String("component", "dispatcher")), Registerer: reg,
+	})
+	projector.OnDeliveriesOwed(dispatcher.Wake)
+	registerBacklog(reg, outbox)
+
+	consumer, err := consumers.New(consumers.Config{
+		Kafka: cfg.Kafka, Topic: cfg.Topic, DLQTopic: cfg.DLQTopic, ConsumerGroup: cfg.ConsumerGroup,
+		InitialOffset: cfg.InitialOffset, Logger: log.With(slog.String("component", "consumer")), Registerer: reg,
+	}, projector)
+	if err != nil {
+		return err
+	}
+	probe := consumers.NewProbe(cfg.Kafka, cfg.Topic)
+	defer probe.Close()
+
+	w := &worker{
+		db: db, migrator: migrator, consumer: consumer, dispatcher: dispatcher, probe: probe,
+		registry: reg, log: log,
+	}
+	srv, err := w.listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+
+	// The components stop on runCtx: the consumer first finishes its event
+	// in flight and commits offsets, the dispatcher settles its call in flight.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return consumer.Run(gctx) })
+	g.Go(func() error { return dispatcher.Run(gctx) })
+	g.Go(func() error { return w.serve(srv) })
+	if started != nil {
+		go func() {
+			select {
+			case <-consumer.Running():
+				started(w)
+			case <-gctx.Done():
+			}
+		}()
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+
+	select {
+	case err := <-done:
+		// A component failed on its own.
+		shutdownHTTP(srv)
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("roomcast stopping: finishing the work in flight", slog.Duration("timeout", cfg.ShutdownTimeout))
+	cancel()
+	shutdownHTTP(srv)
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		log.Info("roomcast stopped")
+		return nil
+	case <-time.After(cfg.ShutdownTimeout):
+		return fmt.Errorf("shutdown took longer than SHUTDOWN_TIMEOUT (%s)", cfg.ShutdownTimeout)
+	}
+}
+
+// registerBacklog exports the outbox's backlog, read at scrape time.
+func registerBacklog(reg prometheus.Registerer, outbox *projections.Outbox) {
+	read := func() projections.Backlog {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		b, _ := outbox.Backlog(ctx)
+		return b
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_deliveries_pending",
+			Help: "Deliveries owed to Pusher and not yet accepted.",
+		}, func() float64 { return float64(read().Pending) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_deliveries_oldest_pending_seconds",
+			Help: "Age of the oldest delivery owed to Pusher (0 when none is pending).",
+		}, func() float64 { return read().OldestAge.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomcast_deliveries_parked",
+			Help: "Deliveries parked because Pusher rejects them (see deliveries.parked_reason).",
+		}, func() float64 { return float64(read().Parked) }),
+	)
+}

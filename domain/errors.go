@@ -1,0 +1,88 @@
+package domain
+
+import (
+	"errors"
+	"strings"
+)
+
+// ErrInvalidEvent is wrapped by every violation of the event contract: such a
+// message is never retried, it goes to the dead-letter topic.
+var ErrInvalidEvent = errors.New("invalid event")
+
+// The kinds of contract violation. Every error Decode returns matches
+// ErrInvalidEvent and exactly one of these with errors.Is.
+var (
+	// ErrNotJSON: the value is not valid UTF-8, not JSON, or not a JSON object.
+	ErrNotJSON = errors.New("not JSON")
+	// ErrSpecVersion: specversion is not "1.0".
+	ErrSpecVersion = errors.New("unsupported specversion")
+	// ErrUnknownType: type is not one of EventTypes.
+	ErrUnknownType = errors.New("unknown event type")
+	// ErrMissingField: a required field is missing or null.
+	ErrMissingField = errors.New("missing field")
+	// ErrInvalidID: a room, user or message id breaks the id rule (see IsValidID).
+	ErrInvalidID = errors.New("invalid id")
+	// ErrContentTooLong: a message's content is longer than MaxContentLength.
+	ErrContentTooLong = errors.New("content too long")
+	// ErrTooLong: any other text or list is longer than its limit.
+	ErrTooLong = errors.New("too long")
+	// ErrEmpty: a text or list that needs at least one character or entry is empty.
+	ErrEmpty = errors.New("empty")
+	// ErrInvalidTime: a timestamp is not RFC 3339 or out of range.
+	ErrInvalidTime = errors.New("invalid time")
+	// ErrInvalidField: any other violation: a value of the wrong JSON type, NUL
+	// in a text, a bad datacontenttype or socket id, data_base64.
+	ErrInvalidField = errors.New("invalid field")
+)
+
+// ErrUnknownMessage is the reason an edit or delete of a message that does not
+// exist is dead-lettered. The event itself is valid (it does not match
+// ErrInvalidEvent): it can be re-driven once the message exists.
+var ErrUnknownMessage = errors.New("unknown message")
+
+// IsPermanent reports whether err means the message can never succeed as it
+// is, so it goes to the dead-letter topic instead of being retried: a contract
+// violation (ErrInvalidEvent) or an unknown message (ErrUnknownMessage).
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrInvalidEvent) || errors.Is(err, ErrUnknownMessage)
+}
+
+// ValidationError is one contract violation. Its Error() is a short single
+// line, "invalid event: data.roomId \"a b\": not a valid id (...)", fit for
+// the dead-letter header reason_poisoned. It matches ErrInvalidEvent and Kind
+// with errors.Is.
+type ValidationError struct {
+	// Field is the path of the offending field ("data.notification.title",
+	// "data.userIds[3]"), empty when the violation is about the whole value.
+	Field string
+	// Value is the offending value, quoted and shortened; empty when not shown.
+	Value string
+	// Reason says what is wrong ("missing", "4001 characters, at most 4000").
+	Reason string
+	// Kind is the finer sentinel: ErrNotJSON, ErrMissingField, ...
+	Kind error
+}
+
+// Error returns "invalid event: <field>[ <value>]: <reason>".
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	b.Grow(len(ErrInvalidEvent.Error()) + len(e.Field) + len(e.Value) + len(e.Reason) + 4)
+	b.WriteString(ErrInvalidEvent.Error())
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		if e.Value != "" {
+			b.WriteByte(' ')
+			b.WriteString(e.Value)
+		}
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Reason)
+	return b.String()
+}
+
+// Unwrap returns the finer sentinel.
+func (e *ValidationError) Unwrap() error { return e.Kind }
+
+// Is makes every ValidationError match ErrInvalidEvent.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidEvent }

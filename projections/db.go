@@ -1,0 +1,104 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Open connects to the Postgres database at url through GORM (pgx underneath)
+// and checks that it answers. The URL is never included in errors: it may
+// hold a password.
+func Open(ctx context.Context, dsn string, maxConns int) (*gorm.DB, error) {
+	db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{
+		SkipDefaultTransaction: true,
+		Logger:                 logger.Discard,
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", redact(err, dsn))
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if maxConns > 0 {
+		sqlDB.SetMaxOpenConns(maxConns)
+		sqlDB.SetMaxIdleConns(maxConns)
+	}
+	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := sqlDB.PingContext(pingCtx); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("connect to postgres: %w", redact(err, dsn))
+	}
+	return db, nil
+}
+
+// SQL returns the database/sql handle under db (for migrations and health checks).
+func SQL(db *gorm.DB) (*sql.DB, error) { return db.DB() }
+
+// Ping checks that the database answers within ctx.
+func Ping(ctx context.Context, db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.PingContext(ctx)
+}
+
+// Close closes db's connection pool.
+func Close(db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// redact keeps a database URL and its password out of an error message.
+func redact(err error, dsn string) error {
+	if err == nil || dsn == "" {
+		return err
+	}
+	secrets := []string{dsn}
+	if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			secrets = append(secrets, pw, url.QueryEscape(pw))
+		}
+	}
+	return redactedError{err: err, secrets: secrets}
+}
+
+type redactedError struct {
+	err     error
+	secrets []string
+}
+
+func (e redactedError) Error() string {
+	msg := e.err.Error()
+	for _, s := range e.secrets {
+		msg = strings.ReplaceAll(msg, s, "[redacted]")
+	}
+	return msg
+}
+
+func (e redactedError) Unwrap() error { return e.err }
+
+// logAttrs is the set of slog attributes every projection log line carries.
+func logAttrs(eventID, eventType, roomID string) []any {
+	attrs := []any{slog.String("event_id", eventID), slog.String("type", eventType)}
+	if roomID != "" {
+		attrs = append(attrs, slog.String("room_id", roomID))
+	}
+	return attrs
+}

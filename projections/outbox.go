@@ -1,0 +1,132 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/roomcast/roomcast/domain"
+)
+
+// Outbox reads and settles the deliveries that projections owe to Pusher.
+type Outbox struct {
+	db *gorm.DB
+}
+
+// NewOutbox returns the outbox stored in db.
+func NewOutbox(db *gorm.DB) *Outbox { return &Outbox{db: db} }
+
+// Pending returns up to limit deliveries not yet accepted by Pusher nor
+// parked, oldest first. A room's deliveries are in seq order, because a room's
+// projections commit one after another under its row lock.
+func (o *Outbox) Pending(ctx context.Context, limit int) ([]domain.Delivery, error) {
+	var rows []DeliveryRow
+	err := o.db.WithContext(ctx).
+		Where("delivered_at IS NULL AND parked_at IS NULL").
+		Order("id").Limit(limit).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("read pending deliveries: %w", err)
+	}
+	out := make([]domain.Delivery, len(rows))
+	for i, r := range rows {
+		out[i] = domain.Delivery{
+			ID:        r.ID,
+			EventID:   r.EventID,
+			RoomID:    deref(r.RoomID),
+			Seq:       deref(r.Seq),
+			Channels:  r.Channels,
+			Name:      r.Name,
+			Data:      r.Data,
+			SocketID:  deref(r.SocketID),
+			Truncated: r.Truncated,
+			Attempts:  r.Attempts,
+		}
+	}
+	return out, nil
+}
+
+// MarkDelivered records that Pusher accepted the deliveries with these ids.
+func (o *Outbox) MarkDelivered(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := o.db.WithContext(ctx).Exec(`UPDATE deliveries SET delivered_at = now(), attempts = attempts + 1
+		WHERE id IN ? AND delivered_at IS NULL`, ids).Error
+	if err != nil {
+		return fmt.Errorf("mark %d deliveries delivered: %w", len(ids), err)
+	}
+	return nil
+}
+
+// RecordFailure counts a failed attempt for the deliveries and keeps the
+// reason; they stay pending.
+func (o *Outbox) RecordFailure(ctx context.Context, ids []int64, reason string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := o.db.WithContext(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, last_error = ?
+		WHERE id IN ? AND delivered_at IS NULL`, truncate(reason, 1000), ids).Error
+	if err != nil {
+		return fmt.Errorf("record failure of %d deliveries: %w", len(ids), err)
+	}
+	return nil
+}
+
+// Park takes a delivery Pusher rejects out of the pending set with its
+// reason; it is kept (see Parked) and never sent again unless re-queued.
+func (o *Outbox) Park(ctx context.Context, id int64, reason string) error {
+	err := o.db.WithContext(ctx).Exec(`UPDATE deliveries SET parked_at = now(), parked_reason = ?, attempts = attempts + 1
+		WHERE id = ? AND delivered_at IS NULL`, truncate(reason, 1000), id).Error
+	if err != nil {
+		return fmt.Errorf("park delivery %d: %w", id, err)
+	}
+	return nil
+}
+
+// Backlog is the state of the outbox.
+type Backlog struct {
+	Pending      int64
+	OldestAge    time.Duration // age of the oldest pending delivery; 0 when none
+	Parked       int64
+	LastDelivery time.Time
+}
+
+// Backlog reports how many deliveries are pending and parked, and the age of
+// the oldest pending one.
+func (o *Outbox) Backlog(ctx context.Context) (Backlog, error) {
+	var r struct {
+		Pending int64
+		Oldest  *time.Time
+		Parked  int64
+	}
+	err := o.db.WithContext(ctx).Raw(`SELECT
+		(SELECT count(*) FROM deliveries WHERE delivered_at IS NULL AND parked_at IS NULL) AS pending,
+		(SELECT min(created_at) FROM deliveries WHERE delivered_at IS NULL AND parked_at IS NULL) AS oldest,
+		(SELECT count(*) FROM deliveries WHERE parked_at IS NOT NULL) AS parked`).Scan(&r).Error
+	if err != nil {
+		return Backlog{}, fmt.Errorf("read outbox backlog: %w", err)
+	}
+	b := Backlog{Pending: r.Pending, Parked: r.Parked}
+	if r.Oldest != nil {
+		b.OldestAge = max(time.Since(*r.Oldest), 0)
+	}
+	return b, nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

@@ -1,0 +1,384 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
+
+	"github.com/roomcast/roomcast/domain"
+)
+
+// Outcome says what projecting one event did.
+type Outcome int
+
+// The outcomes of Project.
+const (
+	// Applied: the event changed the read models; a room event got its seq and
+	// the deliveries it owes are in the outbox.
+	Applied Outcome = iota + 1
+	// Unchanged: the event is recorded but changes nothing (a second create,
+	// an edit of a deleted message, a second join...): no seq, no delivery.
+	Unchanged
+	// Duplicate: the id was seen before with the same payload; nothing was done.
+	Duplicate
+	// Conflict: the id was seen before with a different payload; the first
+	// one stands, and the conflict is logged and counted.
+	Conflict
+)
+
+// String names the outcome (used as a metric label).
+func (o Outcome) String() string {
+	switch o {
+	case Applied:
+		return "applied"
+	case Unchanged:
+		return "unchanged"
+	case Duplicate:
+		return "duplicate"
+	case Conflict:
+		return "conflict"
+	}
+	return "unknown"
+}
+
+// Source is where an event was read from. Partition is -1 when it did not
+// come from Kafka; Timestamp is the Kafka timestamp, used as occurred_at
+// when the event has no CloudEvents time.
+type Source struct {
+	Partition int32
+	Offset    int64
+	Timestamp time.Time
+}
+
+// Projector projects events into Postgres, each in one transaction.
+type Projector struct {
+	db      *gorm.DB
+	log     *slog.Logger
+	metrics *projectorMetrics
+	owed    func()
+}
+
+// NewProjector returns a Projector writing to db. Its metrics are registered
+// on reg when reg is not nil.
+func NewProjector(db *gorm.DB, log *slog.Logger, reg prometheus.Registerer) *Projector {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Projector{db: db, log: log, metrics: newProjectorMetrics(reg)}
+}
+
+// OnDeliveriesOwed sets f to be called after every commit that added
+// deliveries to the outbox (the dispatcher's wake-up). f must not block.
+func (p *Projector) OnDeliveriesOwed(f func()) { p.owed = f }
+
+// Project records env and applies it to the read models in one transaction.
+// An event whose id is already stored changes nothing (Duplicate or Conflict).
+// An edit or delete of a message that does not exist returns an error wrapping
+// domain.ErrUnknownMessage and records nothing, so the event can be re-driven
+// once the message exists. Any other error is transient: nothing was committed.
+func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source) (Outcome, error) {
+	start := time.Now()
+	data, fingerprint, err := canonicalData(env)
+	if err != nil {
+		return 0, err
+	}
+	occurred := env.Time
+	if occurred.IsZero() {
+		occurred = src.Timestamp
+	}
+	if occurred.IsZero() {
+		occurred = time.Now()
+	}
+	var (
+		outcome Outcome
+		owed    []domain.Delivery
+	)
+	err = p.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		outcome, owed = 0, nil
+		var position int64
+		res := tx.Raw(`INSERT INTO events (id, type, source, subject, room_id, data, fingerprint, occurred_at, kafka_partition, kafka_offset)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING position`,
+			env.ID, string(env.Type), env.Source, nullString(env.Subject), nullString(eventRoom(env.Event)),
+			data, fingerprint, occurred.UTC(), nullPartition(src.Partition), nullOffset(src)).Scan(&position)
+		if res.Error != nil {
+			return fmt.Errorf("insert event: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			var stored string
+			if err := tx.Raw(`SELECT fingerprint FROM events WHERE id = ?`, env.ID).Scan(&stored).Error; err != nil {
+				return fmt.Errorf("read stored event: %w", err)
+			}
+			outcome = Duplicate
+			if stored != fingerprint {
+				outcome = Conflict
+			}
+			return nil
+		}
+		var err error
+		switch e := env.Event.(type) {
+		case domain.RoomEvent:
+			outcome, owed, err = applyRoomEvent(tx, env, e)
+		case domain.UserNotification, domain.RoomsNotification:
+			outcome = Applied
+			owed, err = domain.NotificationDeliveries(env)
+		default:
+			err = fmt.Errorf("project %s: unsupported event %T", env.Type, e)
+		}
+		if err != nil {
+			return err
+		}
+		return insertDeliveries(tx, owed)
+	})
+	attrs := logAttrs(env.ID, string(env.Type), eventRoom(env.Event))
+	if err != nil {
+		if errors.Is(err, domain.ErrUnknownMessage) {
+			p.metrics.projected.WithLabelValues(string(env.Type), "unknown_message").Inc()
+			return 0, err
+		}
+		p.metrics.failures.WithLabelValues(string(env.Type)).Inc()
+		return 0, fmt.Errorf("project %s %s: %w", env.Type, env.ID, err)
+	}
+	p.metrics.projected.WithLabelValues(string(env.Type), outcome.String()).Inc()
+	p.metrics.seconds.Observe(time.Since(start).Seconds())
+	switch outcome {
+	case Conflict:
+		p.metrics.conflicts.WithLabelValues(string(env.Type)).Inc()
+		p.log.Warn("event id reused with a different payload: the first one stands", attrs...)
+	case Duplicate:
+		p.log.Debug("duplicate event ignored", attrs...)
+	}
+	for _, d := range owed {
+		if d.Truncated {
+			p.metrics.truncated.WithLabelValues(d.Name).Inc()
+		}
+		if d.TooLarge {
+			p.metrics.tooLarge.WithLabelValues(d.Name).Inc()
+			p.log.Error("delivery exceeds Pusher's 10 KB even with its text emptied: parked, not sent", append(attrs, slog.String("event", d.Name))...)
+		}
+	}
+	if len(owed) > 0 && p.owed != nil {
+		p.owed()
+	}
+	return outcome, nil
+}
+
+// applyRoomEvent applies a room event under the room's row lock, which orders
+// the room's projections, and assigns the next seq when it changes something.
+func applyRoomEvent(tx *gorm.DB, env domain.Envelope, e domain.RoomEvent) (Outcome, []domain.Delivery, error) {
+	room := e.Room()
+	var lastSeq int64
+	if err := tx.Raw(`INSERT INTO rooms (room_id) VALUES (?)
+		ON CONFLICT (room_id) DO UPDATE SET room_id = EXCLUDED.room_id RETURNING last_seq`, room).Scan(&lastSeq).Error; err != nil {
+		return 0, nil, fmt.Errorf("lock room: %w", err)
+	}
+	seq := lastSeq + 1
+	changed := false
+	switch e := e.(type) {
+	case domain.MessageCreated:
+		res := tx.Exec(`INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			e.MessageID, e.RoomID, seq, e.AuthorID, e.AuthorName, e.AuthorAvatar, e.Content, e.CreatedAt.UTC())
+		if res.Error != nil {
+			return 0, nil, fmt.Errorf("insert message: %w", res.Error)
+		}
+		changed = res.RowsAffected == 1
+		if !changed {
+			// A second create of a deleted message must not bring its text back
+			// into the event store.
+			if err := tx.Exec(`UPDATE events SET data = jsonb_set(data, '{content}', '""') WHERE id = ?
+				AND EXISTS (SELECT 1 FROM messages WHERE id = ? AND deleted_at IS NOT NULL)`, env.ID, e.MessageID).Error; err != nil {
+				return 0, nil, fmt.Errorf("redact event: %w", err)
+			}
+		}
+	case domain.MessageEdited:
+		deleted, err := lookupMessage(tx, e.RoomID, e.MessageID)
+		if err != nil {
+			return 0, nil, err
+		}
+		if deleted {
+			if err := tx.Exec(`UPDATE events SET data = jsonb_set(data, '{content}', '""') WHERE id = ?`, env.ID).Error; err != nil {
+				return 0, nil, fmt.Errorf("redact event: %w", err)
+			}
+			break
+		}
+		if err := tx.Exec(`UPDATE messages SET content = ?, edited_at = ?, edited_by = ? WHERE id = ?`,
+			e.Content, e.EditedAt.UTC(), e.EditorID, e.MessageID).Error; err != nil {
+			return 0, nil, fmt.Errorf("edit message: %w", err)
+		}
+		changed = true
+	case domain.MessageDeleted:
+		deleted, err := lookupMessage(tx, e.RoomID, e.MessageID)
+		if err != nil {
+			return 0, nil, err
+		}
+		if deleted {
+			break
+		}
+		if err := redactMessage(tx, e); err != nil {
+			return 0, nil, err
+		}
+		changed = true
+	case domain.MemberJoined:
+		res := tx.Exec(`INSERT INTO room_members (room_id, user_id, user_name, user_avatar, joined_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO NOTHING`,
+			e.RoomID, e.UserID, e.UserName, e.UserAvatar, e.JoinedAt.UTC())
+		if res.Error != nil {
+			return 0, nil, fmt.Errorf("insert member: %w", res.Error)
+		}
+		changed = res.RowsAffected == 1
+	case domain.MemberLeft:
+		res := tx.Exec(`DELETE FROM room_members WHERE room_id = ? AND user_id = ?`, e.RoomID, e.UserID)
+		if res.Error != nil {
+			return 0, nil, fmt.Errorf("delete member: %w", res.Error)
+		}
+		changed = res.RowsAffected == 1
+	default:
+		return 0, nil, fmt.Errorf("unsupported room event %T", e)
+	}
+	if !changed {
+		return Unchanged, nil, nil
+	}
+	if err := tx.Exec(`UPDATE rooms SET last_seq = ?, updated_at = now() WHERE room_id = ?`, seq, room).Error; err != nil {
+		return 0, nil, fmt.Errorf("advance room seq: %w", err)
+	}
+	if err := tx.Exec(`UPDATE events SET seq = ? WHERE id = ?`, seq, env.ID).Error; err != nil {
+		return 0, nil, fmt.Errorf("set event seq: %w", err)
+	}
+	d, err := domain.RoomDelivery(env, seq)
+	if err != nil {
+		return 0, nil, err
+	}
+	return Applied, []domain.Delivery{d}, nil
+}
+
+// lookupMessage reports whether the message exists in the room and is
+// deleted; a message that does not exist (or lives in another room) is
+// domain.ErrUnknownMessage.
+func lookupMessage(tx *gorm.DB, roomID, messageID string) (deleted bool, err error) {
+	var rows []struct {
+		RoomID  string
+		Deleted bool
+	}
+	if err := tx.Raw(`SELECT room_id, deleted_at IS NOT NULL AS deleted FROM messages WHERE id = ? FOR UPDATE`, messageID).Scan(&rows).Error; err != nil {
+		return false, fmt.Errorf("read message: %w", err)
+	}
+	if len(rows) == 0 || rows[0].RoomID != roomID {
+		return false, fmt.Errorf("message %q in room %q: %w", messageID, roomID, domain.ErrUnknownMessage)
+	}
+	return rows[0].Deleted, nil
+}
+
+// redactMessage deletes a message: its row keeps the facts with empty content,
+// its stored events lose their text, and deliveries of it that Pusher has not
+// yet accepted are sent without the text.
+func redactMessage(tx *gorm.DB, e domain.MessageDeleted) error {
+	if err := tx.Exec(`UPDATE messages SET content = '', deleted_at = ?, deleted_by = ? WHERE id = ?`,
+		e.DeletedAt.UTC(), e.DeletedBy, e.MessageID).Error; err != nil {
+		return fmt.Errorf("delete message: %w", err)
+	}
+	if err := tx.Exec(`UPDATE events SET data = jsonb_set(data, '{content}', '""')
+		WHERE room_id = ? AND type IN ('chat.message.created', 'chat.message.edited') AND data ->> 'messageId' = ?`,
+		e.RoomID, e.MessageID).Error; err != nil {
+		return fmt.Errorf("redact events: %w", err)
+	}
+	if err := tx.Exec(`UPDATE deliveries SET data = ((data::jsonb || '{"content": ""}') - 'truncated')::text
+		WHERE delivered_at IS NULL AND event_id IN (
+			SELECT id FROM events WHERE room_id = ? AND type IN ('chat.message.created', 'chat.message.edited') AND data ->> 'messageId' = ?)`,
+		e.RoomID, e.MessageID).Error; err != nil {
+		return fmt.Errorf("redact pending deliveries: %w", err)
+	}
+	return nil
+}
+
+const tooLargeReason = "payload exceeds Pusher's 10 KB data limit even with its text emptied"
+
+func insertDeliveries(tx *gorm.DB, ds []domain.Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	var (
+		sql  strings.Builder
+		args []any
+	)
+	sql.WriteString(`INSERT INTO deliveries (event_id, room_id, seq, channels, name, data, socket_id, truncated, parked_at, parked_reason) VALUES `)
+	for i, d := range ds {
+		if i > 0 {
+			sql.WriteString(", ")
+		}
+		var parkedAt, parkedReason any
+		if d.TooLarge {
+			parkedAt, parkedReason = time.Now().UTC(), tooLargeReason
+		}
+		sql.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		var seq any
+		if d.Seq > 0 {
+			seq = d.Seq
+		}
+		args = append(args, d.EventID, nullString(d.RoomID), seq, TextArray(d.Channels), d.Name, d.Data,
+			nullString(d.SocketID), d.Truncated, parkedAt, parkedReason)
+	}
+	if err := tx.Exec(sql.String(), args...).Error; err != nil {
+		return fmt.Errorf("insert deliveries: %w", err)
+	}
+	return nil
+}
+
+// canonicalData returns the event's data as stored (keys sorted, numbers
+// kept exactly, no HTML escaping) and its fingerprint.
+func canonicalData(env domain.Envelope) (string, string, error) {
+	dec := json.NewDecoder(bytes.NewReader(env.Data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return "", "", fmt.Errorf("%w: data: %v", domain.ErrInvalidEvent, err)
+	}
+	data, err := domain.MarshalPayload(v)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: data: %v", domain.ErrInvalidEvent, err)
+	}
+	sum := sha256.Sum256(append([]byte(string(env.Type)+"\n"), data...))
+	return string(data), hex.EncodeToString(sum[:]), nil
+}
+
+// eventRoom is the events.room_id of an event: its room, the first room of a
+// rooms notification, "" for a user notification.
+func eventRoom(e domain.Event) string {
+	switch e := e.(type) {
+	case domain.RoomEvent:
+		return e.Room()
+	case domain.RoomsNotification:
+		return domain.PartitionKey(e)
+	}
+	return ""
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullPartition(p int32) any {
+	if p < 0 {
+		return nil
+	}
+	return p
+}
+
+func nullOffset(src Source) any {
+	if src.Partition < 0 {
+		return nil
+	}
+	return src.Offset
+}
