@@ -1,0 +1,38 @@
+# roomcast: the two commands a newcomer needs are `make run` and `make test`.
+GO      ?= go
+PKGS    ?= ./...
+FUZZTIME ?= 20s
+
+.PHONY: run test build vet fuzz bench sample clean
+
+## run: everything on this machine with embedded defaults (in-process Kafka, throwaway Postgres, local Pusher capture)
+run:
+	$(GO) run ./cmd/roomcast dev
+
+## test: the whole real-parts suite with -race, then a short fuzz of the event decoder
+test: vet
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test ./domain/ -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME)
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (echo "gofmt needed on:"; gofmt -l .; exit 1)
+
+## build: the roomcast binary in bin/
+build:
+	$(GO) build -o bin/roomcast ./cmd/roomcast
+
+## fuzz: a longer fuzz of the event decoder
+fuzz:
+	$(GO) test ./domain/ -run='^$$' -fuzz=FuzzDecode -fuzztime=5m
+
+## bench: benchmarks (figures for the closing notes)
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 $(PKGS)
+
+## sample: send a sample conversation to the dev stack started by `make run`
+sample:
+	$(GO) run ./cmd/roomcast sample | $(GO) run ./cmd/roomcast emit -brokers localhost:9092
+
+clean:
+	rm -rf bin .roomcast
