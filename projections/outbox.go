@@ -2,8 +2,10 @@ package projections
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -14,10 +16,72 @@ import (
 // Outbox reads and settles the deliveries that projections owe to Pusher.
 type Outbox struct {
 	db *gorm.DB
+
+	mu      sync.Mutex
+	conn    *sql.Conn // holds the dispatch lock while leading
+	leading bool
 }
 
 // NewOutbox returns the outbox stored in db.
 func NewOutbox(db *gorm.DB) *Outbox { return &Outbox{db: db} }
+
+// dispatchLockKey is the Postgres advisory lock that elects the one process
+// dispatching a database's outbox ("roomcast" in ASCII).
+const dispatchLockKey int64 = 0x726f6f6d63617374
+
+// Lead reports whether this process is the outbox's dispatcher, taking the
+// database-wide dispatch lock when it is free. Several `roomcast run`
+// processes share one database safely: one dispatches, the others consume
+// and project, and one of them takes over within a poll when the leader
+// stops or loses its connection.
+func (o *Outbox) Lead(ctx context.Context) (bool, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.conn != nil && o.leading {
+		if err := o.conn.PingContext(ctx); err == nil {
+			return true, nil
+		}
+		// The session, and with it the lock, is gone.
+		o.dropConnLocked()
+	}
+	if o.conn == nil {
+		sqlDB, err := o.db.DB()
+		if err != nil {
+			return false, err
+		}
+		conn, err := sqlDB.Conn(ctx)
+		if err != nil {
+			return false, fmt.Errorf("dispatch lock: %w", err)
+		}
+		o.conn = conn
+	}
+	var ok bool
+	if err := o.conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, dispatchLockKey).Scan(&ok); err != nil {
+		o.dropConnLocked()
+		return false, fmt.Errorf("dispatch lock: %w", err)
+	}
+	o.leading = ok
+	return ok, nil
+}
+
+// Release gives up the dispatch lock (on shutdown), so another process can take over at once.
+func (o *Outbox) Release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.conn != nil && o.leading {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, _ = o.conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, dispatchLockKey)
+	}
+	o.dropConnLocked()
+}
+
+func (o *Outbox) dropConnLocked() {
+	if o.conn != nil {
+		_ = o.conn.Close()
+	}
+	o.conn, o.leading = nil, false
+}
 
 // Pending returns up to limit deliveries not yet accepted by Pusher nor
 // parked, oldest first. A room's deliveries are in seq order, because a room's

@@ -473,3 +473,23 @@ func equal[T comparable](a, b []T) bool {
 	}
 	return true
 }
+
+func TestOneProcessAtATimeLeadsTheOutbox(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a, b := f.outbox, projections.NewOutbox(f.db)
+	if lead, err := a.Lead(ctx); err != nil || !lead {
+		t.Fatalf("first outbox: lead=%v err=%v, want to lead", lead, err)
+	}
+	if lead, err := b.Lead(ctx); err != nil || lead {
+		t.Fatalf("second outbox: lead=%v err=%v, want not to lead while the first does", lead, err)
+	}
+	if lead, _ := a.Lead(ctx); !lead {
+		t.Fatal("the leader lost the lead without giving it up")
+	}
+	a.Release()
+	if lead, err := b.Lead(ctx); err != nil || !lead {
+		t.Fatalf("after release: lead=%v err=%v, want the second to take over", lead, err)
+	}
+	b.Release()
+}

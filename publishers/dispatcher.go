@@ -24,6 +24,14 @@ type Outbox interface {
 	Park(ctx context.Context, id int64, reason string) error
 }
 
+// Leader is implemented by an outbox shared by several processes: only the
+// process for which Lead returns true dispatches, so that no two send the
+// same delivery or reorder a room.
+type Leader interface {
+	Lead(ctx context.Context) (bool, error)
+	Release()
+}
+
 // Pusher is the part of pusher-http-go's client the dispatcher calls.
 type Pusher interface {
 	TriggerBatch(batch []pusher.Event) (*pusher.TriggerBatchChannelsList, error)
@@ -118,10 +126,26 @@ func (d *Dispatcher) setDegraded(err error) {
 // Run delivers until ctx ends. A call in flight when ctx ends is finished
 // and settled; what is not delivered stays owed. Run returns nil on ctx's end.
 func (d *Dispatcher) Run(ctx context.Context) error {
+	leader, shared := d.outbox.(Leader)
+	if shared {
+		defer leader.Release()
+	}
 	backoff := time.Duration(0)
 	for {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if shared {
+			lead, err := leader.Lead(ctx)
+			if err != nil && ctx.Err() == nil {
+				d.log.Warn("dispatch lock", slog.Any("error", err))
+			}
+			if !lead {
+				if !sleep(ctx, d.cfg.PollInterval) {
+					return nil
+				}
+				continue
+			}
 		}
 		n, err := d.round(ctx)
 		switch {
