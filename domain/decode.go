@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -72,18 +73,16 @@ func Decode(value []byte) (Envelope, error) {
 		return Envelope{}, &ValidationError{Kind: ErrNotJSON,
 			Reason: "not valid UTF-8 (byte " + strconv.Itoa(invalidUTF8At(value)) + ")"}
 	}
-	// One pass of encoding/json checks the syntax; the splitting below relies
-	// on it and decodes only the strings that hold escapes.
-	if !json.Valid(value) {
-		return Envelope{}, notJSON(value)
-	}
-	value = bytes.TrimLeft(value, " \t\r\n")
-	if value[0] != '{' {
-		return Envelope{}, &ValidationError{Kind: ErrNotJSON, Reason: "not a JSON object (got " + jsonKind(value) + ")"}
-	}
-	top, ok := members(value)
-	if !ok {
-		return Envelope{}, &ValidationError{Kind: ErrNotJSON, Reason: "not a JSON object"}
+	// Unmarshal checks the syntax of all of value before it decodes anything.
+	// A valid value that is not an object is then a type error, or a nil map
+	// (null).
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(value, &top); err != nil || top == nil {
+		if syntaxErr := (*json.SyntaxError)(nil); errors.As(err, &syntaxErr) {
+			return Envelope{}, notJSON(syntaxErr)
+		}
+		return Envelope{}, &ValidationError{Kind: ErrNotJSON,
+			Reason: "not a JSON object (got " + jsonKind(bytes.TrimLeft(value, " \t\r\n")) + ")"}
 	}
 
 	var firstErr error
@@ -113,7 +112,7 @@ func Decode(value []byte) (Envelope, error) {
 	if firstErr != nil {
 		return Envelope{}, firstErr
 	}
-	env.Data = bytes.Clone(data.raw)
+	env.Data = data.raw // a copy: encoding/json copies a RawMessage
 
 	switch env.Type {
 	case TypeMessageCreated:
@@ -175,7 +174,7 @@ func Decode(value []byte) (Envelope, error) {
 			env.SocketID = r.socketID("socketid")
 		}
 	}
-	if firstErr == nil && bytes.IndexByte(env.Data, '\\') >= 0 {
+	if firstErr == nil {
 		// Fields roomcast does not read are stored too (events.data is jsonb).
 		if reason, esc := badEscape(env.Data); reason != "" {
 			r.fail("data", "", ErrInvalidField, reason+" ("+esc+")")
@@ -222,7 +221,7 @@ func knownType(t string) bool {
 // in *err; once there is one, every read returns a zero value.
 type reader struct {
 	raw     []byte // the object itself
-	members []member
+	members map[string]json.RawMessage
 	path    string // "data", "data.notification"; "" at the top level
 	err     *error
 }
@@ -247,16 +246,11 @@ func (r *reader) has(key string) bool {
 }
 
 // get returns the raw value of key; ok is false when it is missing or null.
+// The key matches exactly, and the last of duplicate keys counts, as in
+// JavaScript and Postgres jsonb (encoding/json's map semantics).
 func (r *reader) get(key string) ([]byte, bool) {
-	// The last of duplicate keys counts, as in encoding/json, JavaScript and
-	// Postgres jsonb.
-	for i := len(r.members) - 1; i >= 0; i-- {
-		if string(r.members[i].key) == key {
-			raw := r.members[i].value
-			return raw, string(raw) != "null"
-		}
-	}
-	return nil, false
+	raw := r.members[key]
+	return raw, raw != nil && string(raw) != "null"
 }
 
 // str returns the string value of key; "" when missing or null, which is a
@@ -420,7 +414,7 @@ func (r *reader) object(key string) *reader {
 		return sub
 	}
 	sub.raw = raw
-	if sub.members, ok = members(raw); !ok { // cannot happen: raw is a valid object
+	if err := json.Unmarshal(raw, &sub.members); err != nil { // cannot happen: raw is a valid object
 		r.fail(sub.path, "", ErrInvalidField, "not a JSON object")
 	}
 	return sub
@@ -442,8 +436,8 @@ func (r *reader) ids(key string) []string {
 		r.fail(field, "", ErrInvalidField, "want an array, got "+jsonKind(raw))
 		return nil
 	}
-	items, ok := elements(raw)
-	if !ok { // cannot happen: raw is a valid array
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil { // cannot happen: raw is a valid array
 		r.fail(field, "", ErrInvalidField, "not an array")
 		return nil
 	}
@@ -538,7 +532,9 @@ func stringValue(raw []byte) (s string, kind error, reason string) {
 		return "", ErrInvalidField, "want a string, got " + jsonKind(raw)
 	}
 	if bytes.IndexByte(raw, '\\') < 0 {
-		// No escape: the bytes are the string (raw is valid UTF-8 JSON).
+		// Nothing to unescape: the string is the bytes between the quotes, as
+		// json.Unmarshal would return them (value is valid UTF-8 JSON). This
+		// saves about a third of the time of Decode.
 		return string(raw[1 : len(raw)-1]), nil, ""
 	}
 	if r, esc := badEscape(raw); r != "" {
@@ -555,72 +551,46 @@ func stringValue(raw []byte) (s string, kind error, reason string) {
 // jsonb refuses it). It returns the reason and the escape, or "" when there is
 // none.
 func badEscape(raw []byte) (reason, escape string) {
-	for i := 0; i < len(raw); i++ {
+	for i := 0; ; {
 		j := bytes.IndexByte(raw[i:], '\\')
-		if j < 0 {
+		if j < 0 || i+j+1 >= len(raw) {
 			return "", ""
 		}
 		i += j
-		if i+1 >= len(raw) {
-			return "", ""
-		}
 		if raw[i+1] != 'u' {
-			i++ // skip the escaped character, which may be a backslash
+			i += 2 // the escaped character may be a backslash
 			continue
 		}
-		c, ok := hex4(raw, i+2)
-		if !ok {
-			i++
-			continue
-		}
-		switch {
+		switch c := hex4(raw, i+2); {
 		case c == 0:
 			return "contains NUL", `\u0000`
-		case c >= 0xD800 && c < 0xDC00:
-			if i+7 < len(raw) && raw[i+6] == '\\' && raw[i+7] == 'u' {
-				if low, ok := hex4(raw, i+8); ok && low >= 0xDC00 && low < 0xE000 {
-					i += 11
-					continue
-				}
+		case utf16.IsSurrogate(c):
+			if !bytes.HasPrefix(raw[i+6:], []byte(`\u`)) || utf16.DecodeRune(c, hex4(raw, i+8)) == utf8.RuneError {
+				return "contains an unpaired UTF-16 surrogate", string(raw[i : i+6])
 			}
-			return "contains an unpaired UTF-16 surrogate", string(raw[i : i+6])
-		case c >= 0xDC00 && c < 0xE000:
-			return "contains an unpaired UTF-16 surrogate", string(raw[i : i+6])
+			i += 6 // skip the high half; the low half follows
 		}
-		i += 5
+		i += 2
 	}
-	return "", ""
 }
 
-func hex4(raw []byte, at int) (rune, bool) {
+// hex4 returns the value of the four hex digits at raw[at:], or -1.
+func hex4(raw []byte, at int) rune {
 	if at+4 > len(raw) {
-		return 0, false
+		return -1
 	}
-	var c rune
-	for _, b := range raw[at : at+4] {
-		switch {
-		case '0' <= b && b <= '9':
-			c = c<<4 | rune(b-'0')
-		case 'a' <= b && b <= 'f':
-			c = c<<4 | rune(b-'a'+10)
-		case 'A' <= b && b <= 'F':
-			c = c<<4 | rune(b-'A'+10)
-		default:
-			return 0, false
-		}
+	c, err := strconv.ParseUint(string(raw[at:at+4]), 16, 16)
+	if err != nil {
+		return -1
 	}
-	return c, true
+	return rune(c)
 }
 
 // utf16Len counts s in UTF-16 code units, as JavaScript's length does.
 func utf16Len(s string) int {
 	n := 0
 	for _, r := range s {
-		if r >= 0x10000 {
-			n += 2
-		} else {
-			n++
-		}
+		n += utf16.RuneLen(r)
 	}
 	return n
 }
@@ -673,18 +643,9 @@ func firstRunes(s string, n int) string {
 	return s
 }
 
-// notJSON explains why value, which is not valid JSON, is not.
-func notJSON(value []byte) error {
-	reason := "not JSON"
-	// The syntax check comes first, so no value is built.
-	err := json.Unmarshal(value, new(json.RawMessage))
-	if err != nil {
-		reason += ": " + err.Error()
-	}
-	var syntaxErr *json.SyntaxError
-	if errors.As(err, &syntaxErr) {
-		reason += " (byte " + strconv.FormatInt(syntaxErr.Offset, 10) + ")"
-	}
+// notJSON explains why a value is not JSON.
+func notJSON(err *json.SyntaxError) error {
+	reason := "not JSON: " + err.Error() + " (byte " + strconv.FormatInt(err.Offset, 10) + ")"
 	return &ValidationError{Kind: ErrNotJSON, Reason: oneLine(reason, maxReasonLength)}
 }
 
@@ -712,167 +673,4 @@ func invalidUTF8At(b []byte) int {
 		i += size
 	}
 	return len(b)
-}
-
-// member is one member of a JSON object: its key, unescaped, and its value.
-type member struct {
-	key, value []byte
-}
-
-// members splits obj, a valid JSON object, into its members in order. It
-// reports false, and never panics, when obj is not one.
-func members(obj []byte) ([]member, bool) {
-	i := skipSpace(obj, 0)
-	if i >= len(obj) || obj[i] != '{' {
-		return nil, false
-	}
-	out := make([]member, 0, 16)
-	i = skipSpace(obj, i+1)
-	if i < len(obj) && obj[i] == '}' {
-		return out, true
-	}
-	for i < len(obj) {
-		if obj[i] != '"' {
-			return nil, false
-		}
-		end := endOfString(obj, i)
-		if end < 0 {
-			return nil, false
-		}
-		key := obj[i+1 : end-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			var s string
-			if json.Unmarshal(obj[i:end], &s) != nil {
-				return nil, false
-			}
-			key = []byte(s)
-		}
-		i = skipSpace(obj, end)
-		if i >= len(obj) || obj[i] != ':' {
-			return nil, false
-		}
-		start := skipSpace(obj, i+1)
-		i = endOfValue(obj, start)
-		if i < 0 {
-			return nil, false
-		}
-		out = append(out, member{key: key, value: obj[start:i]})
-		i = skipSpace(obj, i)
-		if i >= len(obj) {
-			return nil, false
-		}
-		switch obj[i] {
-		case '}':
-			return out, true
-		case ',':
-			i = skipSpace(obj, i+1)
-		default:
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
-// elements splits arr, a valid JSON array, into its elements. It reports
-// false, and never panics, when arr is not one.
-func elements(arr []byte) ([][]byte, bool) {
-	i := skipSpace(arr, 0)
-	if i >= len(arr) || arr[i] != '[' {
-		return nil, false
-	}
-	var out [][]byte
-	i = skipSpace(arr, i+1)
-	if i < len(arr) && arr[i] == ']' {
-		return out, true
-	}
-	for i < len(arr) {
-		end := endOfValue(arr, i)
-		if end < 0 {
-			return nil, false
-		}
-		out = append(out, arr[i:end])
-		i = skipSpace(arr, end)
-		if i >= len(arr) {
-			return nil, false
-		}
-		switch arr[i] {
-		case ']':
-			return out, true
-		case ',':
-			i = skipSpace(arr, i+1)
-		default:
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
-		i++
-	}
-	return i
-}
-
-// endOfString returns the index after the string that starts at b[i] ('"'),
-// or -1.
-func endOfString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return -1
-}
-
-// endOfValue returns the index after the value that starts at b[i], or -1.
-func endOfValue(b []byte, i int) int {
-	if i >= len(b) {
-		return -1
-	}
-	switch b[i] {
-	case '"':
-		return endOfString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = endOfString(b, i)
-				if i < 0 {
-					return -1
-				}
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return -1
-	}
-	// A number, true, false or null: up to the next delimiter.
-	start := i
-	for i < len(b) && !isDelimiter(b[i]) {
-		i++
-	}
-	if i == start {
-		return -1
-	}
-	return i
-}
-
-func isDelimiter(c byte) bool {
-	switch c {
-	case ',', '}', ']', ':', ' ', '\t', '\r', '\n':
-		return true
-	}
-	return false
 }

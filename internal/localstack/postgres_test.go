@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -219,5 +220,20 @@ func TestPostgresNotInstalled(t *testing.T) {
 	_, err := localstack.StartPostgres(t.Context(), localstack.PostgresConfig{BinDir: t.TempDir()})
 	if !errors.Is(err, localstack.ErrPostgresNotInstalled) {
 		t.Fatalf("err = %v, want ErrPostgresNotInstalled", err)
+	}
+}
+
+func TestPostgresStartFailureShowsServerLog(t *testing.T) {
+	_, err := localstack.StartPostgres(t.Context(), localstack.PostgresConfig{
+		Settings: map[string]string{"fsync": "off", "no_such_setting": "1"},
+	})
+	if errors.Is(err, localstack.ErrPostgresNotInstalled) {
+		t.Skip(err)
+	}
+	if err == nil {
+		t.Fatal("started with an unknown setting")
+	}
+	if !strings.Contains(err.Error(), "exited during start-up") || !strings.Contains(err.Error(), `unrecognized configuration parameter "no_such_setting"`) {
+		t.Fatalf("error does not say what failed with the server log:\n%v", err)
 	}
 }
