@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"strings"
 	"sync"
@@ -76,8 +77,12 @@ func (o *Outbox) Release() {
 	o.dropConnLocked()
 }
 
+// dropConnLocked closes the lock's connection for good rather than handing
+// it back to the pool: a pooled session could still hold the lock (if the
+// unlock failed) and stop every process from ever leading again.
 func (o *Outbox) dropConnLocked() {
 	if o.conn != nil {
+		_ = o.conn.Raw(func(any) error { return driver.ErrBadConn })
 		_ = o.conn.Close()
 	}
 	o.conn, o.leading = nil, false
@@ -152,10 +157,9 @@ func (o *Outbox) Park(ctx context.Context, id int64, reason string) error {
 
 // Backlog is the state of the outbox.
 type Backlog struct {
-	Pending      int64
-	OldestAge    time.Duration // age of the oldest pending delivery; 0 when none
-	Parked       int64
-	LastDelivery time.Time
+	Pending   int64
+	OldestAge time.Duration // age of the oldest pending delivery; 0 when none
+	Parked    int64
 }
 
 // Backlog reports how many deliveries are pending and parked, and the age of

@@ -58,12 +58,13 @@ func (c *DispatcherConfig) setDefaults() {
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
 	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
 	if c.MinBackoff <= 0 {
-		c.MinBackoff = 200 * time.Millisecond
+		c.MinBackoff = min(200*time.Millisecond, c.MaxBackoff)
 	}
-	if c.MaxBackoff < c.MinBackoff {
-		c.MaxBackoff = max(30*time.Second, c.MinBackoff)
-	}
+	c.MinBackoff = min(c.MinBackoff, c.MaxBackoff)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -189,7 +190,8 @@ func (d *Dispatcher) round(ctx context.Context) (int, error) {
 	r := &roundState{blocked: map[string]bool{}}
 	var batch []domain.Delivery
 	flush := func() error {
-		if len(batch) == 0 {
+		// Once stopping, finish the call in flight but start no new one.
+		if len(batch) == 0 || ctx.Err() != nil {
 			return nil
 		}
 		err := d.sendBatch(ctx, batch, r)
@@ -249,6 +251,9 @@ func (d *Dispatcher) sendBatch(ctx context.Context, batch []domain.Delivery, r *
 	return d.settle(ctx, "batch_events", batch, err, start, r, func() error {
 		// Pusher answers for the whole call: find the event it rejects.
 		for _, del := range batch {
+			if ctx.Err() != nil {
+				return nil
+			}
 			if del.RoomID != "" && r.blocked[del.RoomID] {
 				continue
 			}

@@ -684,3 +684,58 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// Two workers on one database (each with its own pool and outbox): one
+// dispatches, so no delivery is sent twice and no room is reordered; when it
+// stops, the other takes over.
+func TestTwoDispatchersOneDatabase(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	// Let the first dispatcher take the lead before the second one starts.
+	f.project(chattest.MessageCreated("room-0", "m-0", "first"))
+	f.waitEvents(1)
+	f.waitSettled()
+
+	db2, err := projections.Open(t.Context(), f.dbURL, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = projections.Close(db2) })
+	client2 := publishers.NewClient(publishers.ClientConfig{AppID: appID, Key: appKey, Secret: appSecret, Host: f.srv.Host()})
+	second := publishers.NewDispatcher(projections.NewOutbox(db2), client2, dispatcherConfig)
+	run(t, second)
+
+	rooms := chattest.IDs("room", 5)
+	f.projectRooms(rooms, 20, func(room string, i int) *chattest.Event {
+		return chattest.MessageCreated(room, fmt.Sprintf("%s-m%d", room, i), fmt.Sprintf("message %d", i))
+	})
+	f.waitEvents(101)
+	f.waitSettled()
+	if n := len(f.srv.Events()); n != 101 {
+		t.Errorf("Pusher got %d events, want 101 (each delivery once)", n)
+	}
+	for _, room := range rooms {
+		if got := seqs(t, f.srv, domain.RoomChannel(room)); !slices.Equal(got, oneToN(20)) {
+			t.Errorf("%s: seqs %v, want 1..20 each once, in order", room, got)
+		}
+	}
+
+	// The leader stops: the second dispatcher (woken by nobody, it polls)
+	// takes over.
+	if err := f.stop(); err != nil {
+		t.Fatalf("first dispatcher: %v", err)
+	}
+	f.projectRooms(rooms, 1, func(room string, _ int) *chattest.Event {
+		return chattest.MessageCreated(room, room+"-after", "after the leader stopped")
+	})
+	f.waitEvents(106)
+	f.waitSettled()
+	if n := len(f.srv.Events()); n != 106 {
+		t.Errorf("Pusher got %d events, want 106", n)
+	}
+	for _, room := range rooms {
+		if got := seqs(t, f.srv, domain.RoomChannel(room)); !slices.Equal(got, oneToN(21)) {
+			t.Errorf("%s: seqs %v, want 1..21", room, got)
+		}
+	}
+}

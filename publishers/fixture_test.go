@@ -35,12 +35,14 @@ var noKafka = projections.Source{Partition: -1}
 // pointed at it and a dispatcher between them.
 type fixture struct {
 	t          *testing.T
+	dbURL      string
 	db         *gorm.DB
 	projector  *projections.Projector
 	outbox     *projections.Outbox
 	srv        *fakepusher.Server
 	client     publishers.Pusher
 	dispatcher *publishers.Dispatcher
+	stop       func() error // stops the dispatcher last started
 }
 
 var dispatcherConfig = publishers.DispatcherConfig{
@@ -67,7 +69,8 @@ func newIdleFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 
-	db, err := projections.Open(ctx, testsupport.Postgres(t), 10)
+	dbURL := testsupport.Postgres(t)
+	db, err := projections.Open(ctx, dbURL, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +88,7 @@ func newIdleFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{
 		t:         t,
+		dbURL:     dbURL,
 		db:        db,
 		projector: projections.NewProjector(db, nil, nil),
 		outbox:    projections.NewOutbox(db),
@@ -107,9 +111,14 @@ func (f *fixture) useDispatcher(p publishers.Pusher) {
 // ends. stop cancels Run's context, waits for Run to return and returns its
 // error.
 func (f *fixture) start() (stop func() error) {
+	f.stop = run(f.t, f.dispatcher)
+	return f.stop
+}
+
+// run runs d until the returned stop is called or the test ends.
+func run(t *testing.T, d *publishers.Dispatcher) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	d := f.dispatcher
 	go func() { done <- d.Run(ctx) }()
 	var (
 		once   sync.Once
@@ -126,9 +135,9 @@ func (f *fixture) start() (stop func() error) {
 		})
 		return runErr
 	}
-	f.t.Cleanup(func() {
+	t.Cleanup(func() {
 		if err := stop(); err != nil {
-			f.t.Errorf("dispatcher Run: %v", err)
+			t.Errorf("dispatcher Run: %v", err)
 		}
 	})
 	return stop
