@@ -35,6 +35,8 @@ type Delivery struct {
 	// such a delivery is parked, never sent, and counted.
 	TooLarge bool
 	Attempts int
+	// CreatedAt is when the delivery was committed to the outbox.
+	CreatedAt time.Time
 }
 
 // The payloads sent to Pusher. Field names and presence are the contract.

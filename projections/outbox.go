@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -92,10 +93,18 @@ func (o *Outbox) dropConnLocked() {
 // parked, oldest first. A room's deliveries are in seq order, because a room's
 // projections commit one after another under its row lock.
 func (o *Outbox) Pending(ctx context.Context, limit int) ([]domain.Delivery, error) {
+	return o.PendingExcept(ctx, limit, nil)
+}
+
+// PendingExcept is Pending without the deliveries whose ids are in exclude
+// (those the dispatcher already holds).
+func (o *Outbox) PendingExcept(ctx context.Context, limit int, exclude []int64) ([]domain.Delivery, error) {
 	var rows []DeliveryRow
-	err := o.db.WithContext(ctx).
-		Where("delivered_at IS NULL AND parked_at IS NULL").
-		Order("id").Limit(limit).Find(&rows).Error
+	q := o.db.WithContext(ctx).Where("delivered_at IS NULL AND parked_at IS NULL")
+	if len(exclude) > 0 {
+		q = q.Where("NOT (id = ANY(?::bigint[]))", int64Array(exclude))
+	}
+	err := q.Order("id").Limit(limit).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("read pending deliveries: %w", err)
 	}
@@ -112,6 +121,7 @@ func (o *Outbox) Pending(ctx context.Context, limit int) ([]domain.Delivery, err
 			SocketID:  deref(r.SocketID),
 			Truncated: r.Truncated,
 			Attempts:  r.Attempts,
+			CreatedAt: r.CreatedAt,
 		}
 	}
 	return out, nil
@@ -197,4 +207,33 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "")
+}
+
+// Purge deletes deliveries Pusher accepted more than olderThan ago, at most
+// limit of them, and returns how many it deleted.
+func (o *Outbox) Purge(ctx context.Context, olderThan time.Duration, limit int) (int64, error) {
+	res := o.db.WithContext(ctx).Exec(`DELETE FROM deliveries WHERE id IN (
+		SELECT id FROM deliveries WHERE delivered_at < now() - make_interval(secs => ?) ORDER BY id LIMIT ?)`,
+		olderThan.Seconds(), limit)
+	if res.Error != nil {
+		return 0, fmt.Errorf("purge delivered deliveries: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+// int64Array is a Postgres bigint[] passed as one value (GORM would expand a slice).
+type int64Array []int64
+
+// Value writes the array literal.
+func (a int64Array) Value() (driver.Value, error) {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, v := range a {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(v, 10))
+	}
+	b.WriteByte('}')
+	return b.String(), nil
 }

@@ -2,7 +2,6 @@ package publishers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -16,9 +15,10 @@ import (
 )
 
 // Outbox is what the dispatcher needs from the store of owed deliveries.
-// Pending returns deliveries oldest first, each room's in seq order.
+// PendingExcept returns deliveries oldest first (each room's in seq order),
+// leaving out those whose ids are in exclude.
 type Outbox interface {
-	Pending(ctx context.Context, limit int) ([]domain.Delivery, error)
+	PendingExcept(ctx context.Context, limit int, exclude []int64) ([]domain.Delivery, error)
 	MarkDelivered(ctx context.Context, ids []int64) error
 	RecordFailure(ctx context.Context, ids []int64, reason string) error
 	Park(ctx context.Context, id int64, reason string) error
@@ -32,6 +32,11 @@ type Leader interface {
 	Release()
 }
 
+// Purger is implemented by an outbox that can delete what was delivered long ago.
+type Purger interface {
+	Purge(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
+}
+
 // Pusher is the part of pusher-http-go's client the dispatcher calls.
 type Pusher interface {
 	TriggerBatch(batch []pusher.Event) (*pusher.TriggerBatchChannelsList, error)
@@ -40,20 +45,34 @@ type Pusher interface {
 
 // DispatcherConfig tunes a Dispatcher; zero values take the defaults.
 type DispatcherConfig struct {
-	// Fetch is how many pending deliveries one round reads (default 1000).
+	// MaxInFlight bounds the Pusher calls in flight at once (default 64).
+	MaxInFlight int
+	// BatchEvents is the most events one batch call carries: 10 (default,
+	// Pusher's limit) or fewer; 1 sends one call per event.
+	BatchEvents int
+	// Fetch is how many pending deliveries the dispatcher holds at most (default 5000).
 	Fetch int
 	// PollInterval is how often the outbox is read when nothing wakes the
-	// dispatcher (default 1s).
+	// dispatcher, and how often leadership is checked (default 1s).
 	PollInterval time.Duration
-	// MinBackoff and MaxBackoff bound the pause after a failed round (default 200ms and 30s).
+	// MinBackoff and MaxBackoff bound the pause after a failed call (default 200ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
-	Registerer             prometheus.Registerer
+	// Retention is how long delivered rows are kept before they are purged
+	// (default 24h; negative keeps them forever).
+	Retention  time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 func (c *DispatcherConfig) setDefaults() {
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 64
+	}
+	if c.BatchEvents <= 0 || c.BatchEvents > domain.MaxPusherBatchEvents {
+		c.BatchEvents = domain.MaxPusherBatchEvents
+	}
 	if c.Fetch <= 0 {
-		c.Fetch = 1000
+		c.Fetch = 5000
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
@@ -65,18 +84,31 @@ func (c *DispatcherConfig) setDefaults() {
 		c.MinBackoff = min(200*time.Millisecond, c.MaxBackoff)
 	}
 	c.MinBackoff = min(c.MinBackoff, c.MaxBackoff)
+	if c.Retention == 0 {
+		c.Retention = 24 * time.Hour
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
-// Dispatcher delivers what the outbox owes to Pusher. Deliveries of one
-// channel are packed into batch calls of up to 10 events; a delivery for many
-// channels is one trigger. A room's deliveries go out in seq order: after a
-// failed call, none of that room's later deliveries is sent until it succeeds.
-// A call Pusher rejects for its content is retried event by event, and the
-// event it still rejects is parked with the reason. Deliveries are marked only
-// once Pusher accepted them, so a crash re-sends at most the calls in flight.
+// Dispatcher delivers what the outbox owes to Pusher, as fast as Pusher's
+// limits allow and without breaking a room's order:
+//
+//   - A room's deliveries form a lane, in seq order. A lane has at most one
+//     call in flight, so a later event of a room is never sent while an
+//     earlier one is pending or in flight; calls for different rooms run
+//     concurrently, up to MaxInFlight.
+//   - Single-channel deliveries are packed into batch calls of up to 10
+//     events, across lanes; a delivery for many channels is one trigger.
+//   - Deliveries are marked only once Pusher accepted them (batched into one
+//     update per turn), so a crash re-sends at most the calls in flight and
+//     the marks not yet written.
+//   - 5xx, 429 and network errors put the call's deliveries back at the head
+//     of their lanes and pause all sending with exponential backoff and
+//     jitter; 401, 403 and 404 do the same and mark the dispatcher degraded;
+//     a call Pusher rejects for its content (400, 413) is retried event by
+//     event and the event it still rejects is parked with the reason.
 type Dispatcher struct {
 	outbox  Outbox
 	pusher  Pusher
@@ -124,211 +156,435 @@ func (d *Dispatcher) setDegraded(err error) {
 	d.degraded = err
 }
 
-// Run delivers until ctx ends. A call in flight when ctx ends is finished
-// and settled; what is not delivered stays owed. Run returns nil on ctx's end.
+// Run delivers until ctx ends. When ctx ends, the calls in flight are
+// finished and settled and no new call starts; what is not delivered stays
+// owed. Run returns nil on ctx's end.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	leader, shared := d.outbox.(Leader)
-	if shared {
-		defer leader.Release()
+	if !shared {
+		d.lead(ctx, func() bool { return true })
+		return nil
 	}
-	backoff := time.Duration(0)
+	defer leader.Release()
+	for ctx.Err() == nil {
+		lead, err := leader.Lead(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("dispatch lock", slog.Any("error", err))
+		}
+		if lead {
+			d.lead(ctx, func() bool {
+				still, err := leader.Lead(ctx)
+				return err == nil && still
+			})
+			continue
+		}
+		if !sleep(ctx, d.cfg.PollInterval) {
+			break
+		}
+	}
+	return nil
+}
+
+// call is one Pusher API call: a batch of single-channel deliveries, or one
+// delivery for many channels.
+type call struct {
+	ds       []domain.Delivery
+	multi    bool
+	isolated bool // a delivery sent alone after its batch was rejected
+	lanes    []*lane
+}
+
+type callResult struct {
+	call *call
+	err  error
+}
+
+// lane holds one room's undelivered deliveries in seq order (or one
+// notification's, which have no order).
+type lane struct {
+	key     string
+	queue   []domain.Delivery
+	busy    bool // a call with this lane's deliveries is in flight
+	isolate int  // how many head deliveries must go alone (after a rejected batch)
+	inReady bool
+}
+
+// pipeline is the state of one leadership term; only lead's goroutine touches it.
+type pipeline struct {
+	d         *Dispatcher
+	lanes     map[string]*lane
+	ready     []*lane
+	multi     []domain.Delivery
+	known     map[int64]struct{} // held: queued, in flight or accepted and not yet marked
+	queued    int
+	inflight  int
+	results   chan callResult
+	accepted  []domain.Delivery
+	pauseTill time.Time
+	backoff   time.Duration
+	markRetry time.Time
+}
+
+// lead dispatches while stillLeading holds and ctx lasts.
+func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
+	p := &pipeline{
+		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{},
+		results: make(chan callResult, d.cfg.MaxInFlight),
+	}
+	settleCtx := context.WithoutCancel(ctx)
+	poll := time.NewTicker(d.cfg.PollInterval)
+	defer poll.Stop()
+	var pause *time.Timer
+	defer func() {
+		if pause != nil {
+			pause.Stop()
+		}
+	}()
+	done := ctx.Done()
+	stopping, fetchDue := false, true
+	lastPurge := time.Now()
+
 	for {
 		if ctx.Err() != nil {
-			return nil
+			stopping = true
 		}
-		if shared {
-			lead, err := leader.Lead(ctx)
-			if err != nil && ctx.Err() == nil {
-				d.log.Warn("dispatch lock", slog.Any("error", err))
-			}
-			if !lead {
-				if !sleep(ctx, d.cfg.PollInterval) {
-					return nil
+		if !stopping {
+			if fetchDue && p.queued < d.cfg.Fetch/2 && !time.Now().Before(p.pauseTill) {
+				n, err := p.fetch(ctx)
+				fetchDue = err == nil && n > 0 && p.queued < d.cfg.Fetch/2
+				if err != nil && ctx.Err() == nil {
+					d.log.Warn("read the outbox", slog.Any("error", err))
 				}
-				continue
 			}
+			p.launch()
 		}
-		n, err := d.round(ctx)
-		switch {
-		case err != nil:
-			backoff = nextBackoff(backoff, d.cfg.MinBackoff, d.cfg.MaxBackoff)
-			if !errors.Is(err, context.Canceled) {
-				d.log.Warn("delivery round failed; backing off", slog.Any("error", err), slog.Duration("backoff", backoff))
-			}
-			if !sleep(ctx, backoff) {
-				return nil
-			}
-			continue
-		case n >= d.cfg.Fetch:
-			backoff = 0
-			continue // more is probably waiting
+		p.settle(settleCtx)
+		if stopping && p.inflight == 0 {
+			p.settle(settleCtx)
+			return
 		}
-		backoff = 0
-		timer := time.NewTimer(d.cfg.PollInterval)
+		var pauseC <-chan time.Time
+		if wait := time.Until(p.pauseTill); wait > 0 && p.queued > 0 {
+			if pause == nil {
+				pause = time.NewTimer(wait)
+			} else {
+				pause.Reset(wait)
+			}
+			pauseC = pause.C
+		}
 		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
+		case res := <-p.results:
+			p.handle(settleCtx, res)
+			for drained := false; !drained; {
+				select {
+				case res := <-p.results:
+					p.handle(settleCtx, res)
+				default:
+					drained = true
+				}
+			}
 		case <-d.wake:
-		case <-timer.C:
+			fetchDue = true
+		case <-pauseC:
+		case <-poll.C:
+			fetchDue = true
+			d.metrics.held.Set(float64(len(p.known)))
+			if !stopping && !stillLeading() {
+				d.log.Warn("lost the dispatch lock: finishing calls in flight and handing over")
+				stopping = true
+			}
+			if purger, ok := d.outbox.(Purger); ok && d.cfg.Retention > 0 && time.Since(lastPurge) > time.Minute && !stopping {
+				lastPurge = time.Now()
+				if n, err := purger.Purge(ctx, d.cfg.Retention, 10000); err != nil {
+					d.log.Warn("purge delivered rows", slog.Any("error", err))
+				} else {
+					d.metrics.purged.Add(float64(n))
+				}
+			}
+		case <-done:
+			done = nil
+			stopping = true
 		}
-		timer.Stop()
 	}
 }
 
-// errStopRound ends a round after a call failed in a way that concerns every
-// later call too (Pusher down, credentials refused).
-var errStopRound = errors.New("pusher unavailable")
-
-// round sends one read of the outbox and returns how many deliveries it read.
-// It returns an error when the round had to stop (the caller backs off).
-func (d *Dispatcher) round(ctx context.Context) (int, error) {
-	pending, err := d.outbox.Pending(ctx, d.cfg.Fetch)
+// fetch reads pending deliveries the pipeline does not hold yet into their lanes.
+func (p *pipeline) fetch(ctx context.Context) (int, error) {
+	exclude := make([]int64, 0, len(p.known))
+	for id := range p.known {
+		exclude = append(exclude, id)
+	}
+	ds, err := p.d.outbox.PendingExcept(ctx, p.d.cfg.Fetch-p.queued, exclude)
 	if err != nil {
 		return 0, err
 	}
-	r := &roundState{blocked: map[string]bool{}}
-	var batch []domain.Delivery
-	flush := func() error {
-		// Once stopping, finish the call in flight but start no new one.
-		if len(batch) == 0 || ctx.Err() != nil {
-			return nil
-		}
-		err := d.sendBatch(ctx, batch, r)
-		batch = batch[:0]
-		return err
-	}
-	for _, del := range pending {
-		if ctx.Err() != nil {
-			break
-		}
-		if del.RoomID != "" && r.blocked[del.RoomID] {
-			continue
-		}
-		if len(del.Channels) == 1 {
-			batch = append(batch, del)
-			if len(batch) == domain.MaxPusherBatchEvents {
-				if err := flush(); err != nil {
-					return len(pending), err
-				}
-			}
-			continue
-		}
-		if err := d.sendMulti(ctx, del, r); err != nil {
-			return len(pending), err
-		}
-	}
-	if err := flush(); err != nil {
-		return len(pending), err
-	}
-	return len(pending), nil
-}
-
-type roundState struct {
-	blocked map[string]bool // rooms with an unsent delivery this round
-}
-
-func (r *roundState) block(ds []domain.Delivery) {
 	for _, del := range ds {
-		if del.RoomID != "" {
-			r.blocked[del.RoomID] = true
+		p.known[del.ID] = struct{}{}
+		p.queued++
+		if len(del.Channels) > 1 {
+			p.multi = append(p.multi, del)
+			continue
 		}
+		key := del.RoomID
+		if key == "" {
+			key = fmt.Sprintf("#%d", del.ID) // a notification: no order to keep
+		}
+		l := p.lanes[key]
+		if l == nil {
+			l = &lane{key: key}
+			p.lanes[key] = l
+		}
+		l.queue = append(l.queue, del)
+		p.makeReady(l)
+	}
+	return len(ds), nil
+}
+
+func (p *pipeline) makeReady(l *lane) {
+	if l.busy || l.inReady || len(l.queue) == 0 {
+		if !l.busy && len(l.queue) == 0 {
+			delete(p.lanes, l.key)
+		}
+		return
+	}
+	l.inReady = true
+	p.ready = append(p.ready, l)
+}
+
+// launch starts calls while there is room in flight and sending is not paused.
+func (p *pipeline) launch() {
+	for p.inflight < p.d.cfg.MaxInFlight && !time.Now().Before(p.pauseTill) {
+		c := p.nextCall()
+		if c == nil {
+			return
+		}
+		p.inflight++
+		p.queued -= len(c.ds)
+		p.d.metrics.inFlight.Inc()
+		go func() {
+			err := p.d.send(c)
+			p.results <- callResult{call: c, err: err}
+		}()
 	}
 }
 
-// sendBatch sends up to 10 single-channel deliveries in one batch call.
-func (d *Dispatcher) sendBatch(ctx context.Context, batch []domain.Delivery, r *roundState) error {
-	events := make([]pusher.Event, len(batch))
-	for i, del := range batch {
-		events[i] = pusher.Event{Channel: del.Channels[0], Name: del.Name, Data: del.Data}
+// nextCall packs the next call from the ready lanes, or returns nil.
+func (p *pipeline) nextCall() *call {
+	if len(p.multi) > 0 {
+		del := p.multi[0]
+		p.multi = p.multi[1:]
+		return &call{ds: []domain.Delivery{del}, multi: true}
+	}
+	c := &call{}
+	for len(c.ds) < p.d.cfg.BatchEvents && len(p.ready) > 0 {
+		l := p.ready[0]
+		if l.isolate > 0 {
+			if len(c.ds) > 0 {
+				break // it goes alone, in the next call
+			}
+			p.ready = p.ready[1:]
+			l.inReady, l.busy = false, true
+			c.ds, c.isolated, c.lanes = []domain.Delivery{l.queue[0]}, true, []*lane{l}
+			l.queue = l.queue[1:]
+			return c
+		}
+		p.ready = p.ready[1:]
+		l.inReady, l.busy = false, true
+		n := min(len(l.queue), p.d.cfg.BatchEvents-len(c.ds))
+		c.ds = append(c.ds, l.queue[:n]...)
+		l.queue = l.queue[n:]
+		c.lanes = append(c.lanes, l)
+	}
+	if len(c.ds) == 0 {
+		return nil
+	}
+	return c
+}
+
+// send makes one Pusher call.
+func (d *Dispatcher) send(c *call) error {
+	start := time.Now()
+	var err error
+	endpoint := "batch_events"
+	if c.multi {
+		endpoint = "events"
+		del := c.ds[0]
+		var params pusher.TriggerParams
 		if del.SocketID != "" {
 			socketID := del.SocketID
-			events[i].SocketID = &socketID
+			params.SocketID = &socketID
 		}
-	}
-	start := time.Now()
-	_, err := d.pusher.TriggerBatch(events)
-	return d.settle(ctx, "batch_events", batch, err, start, r, func() error {
-		// Pusher answers for the whole call: find the event it rejects.
-		for _, del := range batch {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if del.RoomID != "" && r.blocked[del.RoomID] {
-				continue
-			}
-			if err := d.sendBatch(ctx, []domain.Delivery{del}, r); err != nil {
-				return err
+		_, err = d.pusher.TriggerMultiWithParams(del.Channels, del.Name, del.Data, params)
+	} else {
+		events := make([]pusher.Event, len(c.ds))
+		for i, del := range c.ds {
+			events[i] = pusher.Event{Channel: del.Channels[0], Name: del.Name, Data: del.Data}
+			if del.SocketID != "" {
+				socketID := del.SocketID
+				events[i].SocketID = &socketID
 			}
 		}
-		return nil
-	})
-}
-
-// sendMulti sends one delivery to its (up to 100) channels in one trigger.
-func (d *Dispatcher) sendMulti(ctx context.Context, del domain.Delivery, r *roundState) error {
-	var params pusher.TriggerParams
-	if del.SocketID != "" {
-		socketID := del.SocketID
-		params.SocketID = &socketID
-	}
-	start := time.Now()
-	_, err := d.pusher.TriggerMultiWithParams(del.Channels, del.Name, del.Data, params)
-	return d.settle(ctx, "events", []domain.Delivery{del}, err, start, r, nil)
-}
-
-// settle records the result of one call. splitRejected, when set, retries a
-// rejected multi-event call event by event.
-func (d *Dispatcher) settle(ctx context.Context, endpoint string, ds []domain.Delivery, callErr error, start time.Time, r *roundState, splitRejected func() error) error {
-	// Settle even when ctx has just ended: the call is done, its result must stick.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	ids := make([]int64, len(ds))
-	for i, del := range ds {
-		ids[i] = del.ID
+		_, err = d.pusher.TriggerBatch(events)
 	}
 	d.metrics.callSeconds.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
-	if callErr == nil {
-		d.metrics.calls.WithLabelValues(endpoint, "200").Inc()
-		d.metrics.delivered.Add(float64(len(ds)))
-		d.metrics.batchSize.Observe(float64(len(ds)))
-		d.setDegraded(nil)
-		if err := d.outbox.MarkDelivered(sctx, ids); err != nil {
-			// Pusher has them; the next round re-sends them (at-least-once).
-			r.block(ds)
-			return fmt.Errorf("%w: %w", errStopRound, err)
-		}
-		return nil
+	status := "200"
+	if err != nil {
+		_, status = classify(err)
 	}
-	kind, label := classify(callErr)
-	d.metrics.calls.WithLabelValues(endpoint, label).Inc()
-	reason := fmt.Sprintf("%s: %v", endpoint, callErr)
-	switch kind {
-	case rejected:
-		if len(ds) > 1 && splitRejected != nil {
-			return splitRejected()
+	d.metrics.calls.WithLabelValues(endpoint, status).Inc()
+	return err
+}
+
+// handle settles one finished call in memory (and parks or records failures).
+func (p *pipeline) handle(ctx context.Context, res callResult) {
+	d, c := p.d, res.call
+	p.inflight--
+	d.metrics.inFlight.Dec()
+	defer func() {
+		for _, l := range c.lanes {
+			l.busy = false
+			p.makeReady(l)
 		}
-		del := ds[0]
-		d.metrics.parked.WithLabelValues(label).Inc()
+	}()
+	if res.err == nil {
+		p.backoff = 0
+		d.setDegraded(nil)
+		d.metrics.batchSize.Observe(float64(len(c.ds)))
+		if c.isolated {
+			c.lanes[0].isolate--
+		}
+		p.accepted = append(p.accepted, c.ds...)
+		return
+	}
+	kind, status := classify(res.err)
+	reason := fmt.Sprintf("pusher answered %s: %v", status, res.err)
+	if kind == rejected && c.multi || kind == rejected && len(c.ds) == 1 {
+		del := c.ds[0]
+		if c.isolated {
+			c.lanes[0].isolate--
+		}
+		d.metrics.parked.WithLabelValues(status).Inc()
 		d.log.Error("Pusher rejects a delivery: parked", slog.Int64("delivery_id", del.ID), slog.String("event_id", del.EventID),
 			slog.String("room_id", del.RoomID), slog.String("event", del.Name), slog.String("reason", reason))
-		if err := d.outbox.Park(sctx, del.ID, reason); err != nil {
-			r.block(ds)
-			return fmt.Errorf("%w: %w", errStopRound, err)
+		if err := d.outbox.Park(ctx, del.ID, reason); err != nil {
+			d.log.Warn("park delivery: will send it again", slog.Any("error", err))
+			p.requeue(c)
+			return
 		}
-		return nil
-	case unauthorized:
-		d.setDegraded(fmt.Errorf("pusher refuses roomcast's credentials or app (status %s): check PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET and the app's state", label))
-		d.log.Error("Pusher refuses roomcast's credentials: deliveries kept, readiness degraded",
-			slog.String("status", label), slog.String("reason", reason))
-	default:
-		d.log.Warn("Pusher call failed; deliveries kept for retry", slog.String("status", label), slog.Int("events", len(ds)))
+		delete(p.known, del.ID)
+		return
 	}
-	r.block(ds)
-	if err := d.outbox.RecordFailure(sctx, ids, reason); err != nil {
+	if kind == rejected {
+		p.requeue(c)
+		// Pusher answers for the whole call: send its events one by one to
+		// find the one it rejects.
+		for _, l := range c.lanes {
+			l.isolate = 0
+			for _, del := range c.ds {
+				if laneKey(del) == l.key {
+					l.isolate++
+				}
+			}
+		}
+		return
+	}
+	if kind == unauthorized {
+		d.setDegraded(fmt.Errorf("pusher refuses roomcast's credentials or app (status %s): check PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET and the app's state", status))
+		d.log.Error("Pusher refuses roomcast's credentials: deliveries kept, readiness degraded", slog.String("status", status))
+	} else {
+		d.log.Warn("Pusher call failed: deliveries kept for retry", slog.String("status", status), slog.Int("events", len(c.ds)))
+	}
+	// Forget the call and everything queued: after the pause they are read
+	// again from the outbox, in order and fresh (a delete during the outage
+	// has redacted their text there).
+	for _, del := range c.ds {
+		delete(p.known, del.ID)
+	}
+	p.dropQueued()
+	p.backoff = nextBackoff(p.backoff, d.cfg.MinBackoff, d.cfg.MaxBackoff)
+	p.pauseTill = time.Now().Add(p.backoff)
+	ids := make([]int64, len(c.ds))
+	for i, del := range c.ds {
+		ids[i] = del.ID
+	}
+	if err := d.outbox.RecordFailure(ctx, ids, reason); err != nil {
 		d.log.Warn("record delivery failure", slog.Any("error", err))
 	}
-	return fmt.Errorf("%w: %s", errStopRound, reason)
+}
+
+// requeue puts a call's deliveries back at the head of their lanes, in order.
+func (p *pipeline) requeue(c *call) {
+	p.queued += len(c.ds)
+	if c.multi {
+		p.multi = append(c.ds, p.multi...)
+		return
+	}
+	for _, l := range c.lanes {
+		var mine []domain.Delivery
+		for _, del := range c.ds {
+			if laneKey(del) == l.key {
+				mine = append(mine, del)
+			}
+		}
+		l.queue = append(mine, l.queue...)
+		if p.lanes[l.key] == nil {
+			p.lanes[l.key] = l
+		}
+	}
+}
+
+// dropQueued forgets every delivery waiting in memory (not those in flight).
+// Lanes with a call in flight stay, so that what is read again for their
+// room waits behind that call.
+func (p *pipeline) dropQueued() {
+	for key, l := range p.lanes {
+		for _, del := range l.queue {
+			delete(p.known, del.ID)
+		}
+		l.queue, l.inReady = nil, false
+		if !l.busy {
+			delete(p.lanes, key)
+		}
+	}
+	for _, del := range p.multi {
+		delete(p.known, del.ID)
+	}
+	p.ready, p.multi, p.queued = nil, nil, 0
+}
+
+func laneKey(del domain.Delivery) string {
+	if del.RoomID != "" {
+		return del.RoomID
+	}
+	return fmt.Sprintf("#%d", del.ID)
+}
+
+// settle marks what Pusher accepted, in one update. When Postgres is away
+// they stay held (never re-fetched, never re-sent) and are marked later.
+func (p *pipeline) settle(ctx context.Context) {
+	if len(p.accepted) == 0 || time.Now().Before(p.markRetry) {
+		return
+	}
+	ids := make([]int64, len(p.accepted))
+	for i, del := range p.accepted {
+		ids[i] = del.ID
+	}
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.d.outbox.MarkDelivered(mctx, ids); err != nil {
+		p.markRetry = time.Now().Add(time.Second)
+		p.d.log.Warn("mark deliveries delivered: will retry", slog.Int("deliveries", len(ids)), slog.Any("error", err))
+		return
+	}
+	now := time.Now()
+	for _, del := range p.accepted {
+		delete(p.known, del.ID)
+		if !del.CreatedAt.IsZero() {
+			p.d.metrics.latency.Observe(now.Sub(del.CreatedAt).Seconds())
+		}
+	}
+	p.d.metrics.delivered.Add(float64(len(ids)))
+	p.accepted = p.accepted[:0]
 }
 
 // nextBackoff doubles the previous pause within [lo, hi], with ±20% jitter.

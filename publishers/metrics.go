@@ -5,9 +5,13 @@ import "github.com/prometheus/client_golang/prometheus"
 type dispatcherMetrics struct {
 	calls       *prometheus.CounterVec
 	callSeconds *prometheus.HistogramVec
+	inFlight    prometheus.Gauge
+	held        prometheus.Gauge
 	delivered   prometheus.Counter
 	parked      *prometheus.CounterVec
 	batchSize   prometheus.Histogram
+	latency     prometheus.Histogram
+	purged      prometheus.Counter
 }
 
 func newDispatcherMetrics(reg prometheus.Registerer) *dispatcherMetrics {
@@ -21,9 +25,17 @@ func newDispatcherMetrics(reg prometheus.Registerer) *dispatcherMetrics {
 			Help:    "Duration of calls to Pusher's HTTP API.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}, []string{"endpoint"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_pusher_calls_in_flight",
+			Help: "Pusher calls in flight.",
+		}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_dispatcher_held_deliveries",
+			Help: "Deliveries the dispatcher holds in memory (queued, in flight, or accepted and not yet marked).",
+		}),
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_deliveries_delivered_total",
-			Help: "Deliveries Pusher accepted.",
+			Help: "Deliveries Pusher accepted (and marked so in the outbox).",
 		}),
 		parked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_deliveries_parked_total",
@@ -34,9 +46,18 @@ func newDispatcherMetrics(reg prometheus.Registerer) *dispatcherMetrics {
 			Help:    "Deliveries carried by one accepted Pusher call.",
 			Buckets: []float64{1, 2, 3, 5, 8, 10},
 		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomcast_delivery_latency_seconds",
+			Help:    "Time from a delivery's commit to the outbox until Pusher accepted it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}),
+		purged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_deliveries_purged_total",
+			Help: "Delivered outbox rows deleted after their retention.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.callSeconds, m.delivered, m.parked, m.batchSize)
+		reg.MustRegister(m.calls, m.callSeconds, m.inFlight, m.held, m.delivered, m.parked, m.batchSize, m.latency, m.purged)
 	}
 	return m
 }
