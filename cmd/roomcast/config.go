@@ -25,7 +25,10 @@ type Config struct {
 	DatabaseURL      string
 	DatabaseMaxConns int
 
-	Pusher publishers.ClientConfig
+	Pusher      publishers.ClientConfig
+	MaxInFlight int           // PUSHER_MAX_IN_FLIGHT
+	BatchEvents int           // PUSHER_BATCH_EVENTS
+	Retention   time.Duration // DELIVERY_RETENTION
 
 	HTTPAddr        string
 	ShutdownTimeout time.Duration
@@ -108,6 +111,14 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 		Host:    get("PUSHER_HOST", ""),
 		UseTLS:  parseBool("PUSHER_USE_TLS", true),
 	}
+	c.MaxInFlight = parseInt("PUSHER_MAX_IN_FLIGHT", 64)
+	c.BatchEvents = parseInt("PUSHER_BATCH_EVENTS", 10)
+	if c.BatchEvents > 10 {
+		errs = append(errs, fmt.Errorf("PUSHER_BATCH_EVENTS: %d is more than Pusher's 10 events per batch", c.BatchEvents))
+	}
+	c.Pusher.Timeout = parseDuration("PUSHER_TIMEOUT", 10*time.Second)
+	c.Pusher.MaxConns = c.MaxInFlight
+	c.Retention = parseDuration("DELIVERY_RETENTION", 24*time.Hour)
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL: %q is not debug, info, warn or error", get("LOG_LEVEL", "")))
 	}

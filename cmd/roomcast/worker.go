@@ -49,6 +49,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	projector := projections.NewProjector(db, log, reg)
 	outbox := projections.NewOutbox(db)
 	dispatcher := publishers.NewDispatcher(outbox, publishers.NewClient(cfg.Pusher), publishers.DispatcherConfig{
+		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention,
 		Logger: log.With(slog.String("component", "dispatcher")), Registerer: reg,
 	})
 	projector.OnDeliveriesOwed(dispatcher.Wake)
