@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/gorm"
 
 	"github.com/roomcast/roomcast/domain"
@@ -236,4 +237,67 @@ func (a int64Array) Value() (driver.Value, error) {
 	}
 	b.WriteByte('}')
 	return b.String(), nil
+}
+
+// OutboxChannel is the Postgres notification channel on which every commit
+// that adds deliveries is announced.
+const OutboxChannel = "roomcast_outbox"
+
+// Listen calls wake once at start and then whenever any process commits
+// deliveries to this database's outbox, until ctx ends. It reconnects after
+// a lost connection (calling wake again, since notifications may have been
+// missed) and returns nil when ctx ends. onError, if set, hears of each lost
+// connection.
+func (o *Outbox) Listen(ctx context.Context, wake func(), onError func(error)) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := o.listenOnce(ctx, wake)
+		if ctx.Err() != nil {
+			break
+		}
+		if onError != nil {
+			onError(err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
+}
+
+func (o *Outbox) listenOnce(ctx context.Context, wake func()) error {
+	sqlDB, err := o.db.DB()
+	if err != nil {
+		return err
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", OutboxChannel, err)
+	}
+	defer func() {
+		// A LISTENing session must not go back to the pool.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		_ = conn.Close()
+	}()
+	return conn.Raw(func(driverConn any) error {
+		sc, ok := driverConn.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("listen %s: driver connection is %T, not pgx", OutboxChannel, driverConn)
+		}
+		pc := sc.Conn()
+		if _, err := pc.Exec(ctx, "LISTEN "+OutboxChannel); err != nil {
+			return fmt.Errorf("listen %s: %w", OutboxChannel, err)
+		}
+		wake() // anything committed before LISTEN took effect
+		for {
+			if _, err := pc.WaitForNotification(ctx); err != nil {
+				return fmt.Errorf("listen %s: %w", OutboxChannel, err)
+			}
+			wake()
+		}
+	})
 }

@@ -19,6 +19,7 @@ import (
 
 type fixture struct {
 	t      *testing.T
+	url    string
 	db     *gorm.DB
 	p      *projections.Projector
 	outbox *projections.Outbox
@@ -27,7 +28,8 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	db, err := projections.Open(ctx, testsupport.Postgres(t), 5)
+	url := testsupport.Postgres(t)
+	db, err := projections.Open(ctx, url, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +45,7 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := m.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, db: db, p: projections.NewProjector(db, nil, nil), outbox: projections.NewOutbox(db)}
+	return &fixture{t: t, url: url, db: db, p: projections.NewProjector(db, nil, nil), outbox: projections.NewOutbox(db)}
 }
 
 var noKafka = projections.Source{Partition: -1}
@@ -492,4 +494,45 @@ func TestOneProcessAtATimeLeadsTheOutbox(t *testing.T) {
 		t.Fatalf("after release: lead=%v err=%v, want the second to take over", lead, err)
 	}
 	b.Release()
+}
+
+func TestCommitsWakeListenersOfAnotherPool(t *testing.T) {
+	f := newFixture(t)
+	other, err := projections.Open(context.Background(), f.url, 2) // as another process would
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = projections.Close(other) })
+	woken := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- projections.NewOutbox(other).Listen(ctx, func() {
+			select {
+			case woken <- struct{}{}:
+			default:
+			}
+		}, nil)
+	}()
+	waitWake := func(what string) {
+		t.Helper()
+		select {
+		case <-woken:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no wake-up %s", what)
+		}
+	}
+	waitWake("at start")
+	f.project(chattest.MessageCreated("r1", "m1", "hi"))
+	waitWake("after a commit in another pool")
+	f.project(chattest.MemberLeft("r1", "u-nobody")) // owes nothing
+	select {
+	case <-woken:
+		t.Error("woken by a commit that owes no delivery")
+	case <-time.After(300 * time.Millisecond):
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Listen returned %v on cancel, want nil", err)
+	}
 }

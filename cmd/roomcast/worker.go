@@ -81,6 +81,12 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return consumer.Run(gctx) })
 	g.Go(func() error { return dispatcher.Run(gctx) })
+	g.Go(func() error {
+		// Commits of other replicas wake this one's dispatcher when it leads.
+		return outbox.Listen(gctx, dispatcher.Wake, func(err error) {
+			log.Warn("outbox notifications: reconnecting", slog.Any("error", err))
+		})
+	})
 	g.Go(func() error { return w.serve(srv) })
 	if started != nil {
 		go func() {
