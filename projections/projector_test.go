@@ -536,3 +536,26 @@ func TestCommitsWakeListenersOfAnotherPool(t *testing.T) {
 		t.Fatalf("Listen returned %v on cancel, want nil", err)
 	}
 }
+
+func TestPurgeDeletesOnlyDeliveredRowsPastRetention(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for i := range 3 {
+		f.project(chattest.MessageCreated("r1", chattest.IDs("m", 3)[i], "x"))
+	}
+	ds := f.pending()
+	if err := f.outbox.MarkDelivered(ctx, []int64{ds[0].ID, ds[1].ID}); err != nil {
+		t.Fatal(err)
+	}
+	f.db.Exec(`UPDATE deliveries SET delivered_at = now() - interval '2 hours' WHERE id = ?`, ds[0].ID)
+	n, err := f.outbox.Purge(ctx, time.Hour, 100)
+	if err != nil || n != 1 {
+		t.Fatalf("purged %d (err %v), want 1: only the row delivered two hours ago", n, err)
+	}
+	if left := f.count("deliveries", ""); left != 2 {
+		t.Errorf("deliveries left = %d, want 2 (one recently delivered, one pending)", left)
+	}
+	if got := f.pending(); len(got) != 1 || got[0].ID != ds[2].ID {
+		t.Errorf("pending after purge = %v, want the undelivered one", got)
+	}
+}
