@@ -119,6 +119,8 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	degraded error // set by 401/403/404, cleared by the next accepted call
+
+	unmarked []domain.Delivery // accepted, not marked when a term ended (Run's goroutine only)
 }
 
 // NewDispatcher returns a Dispatcher reading outbox and calling p.
@@ -189,6 +191,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // delivery for many channels.
 type call struct {
 	ds       []domain.Delivery
+	started  time.Time
 	multi    bool
 	isolated bool // a delivery sent alone after its batch was rejected
 	lanes    []*lane
@@ -221,6 +224,8 @@ type pipeline struct {
 	results   chan callResult
 	accepted  []domain.Delivery
 	pauseTill time.Time
+	pausedAt  time.Time
+	probing   bool
 	backoff   time.Duration
 	markRetry time.Time
 }
@@ -231,6 +236,11 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{},
 		results: make(chan callResult, d.cfg.MaxInFlight),
 	}
+	p.accepted, d.unmarked = d.unmarked, nil
+	for _, del := range p.accepted {
+		p.known[del.ID] = struct{}{}
+	}
+	defer func() { d.unmarked = p.accepted }()
 	settleCtx := context.WithoutCancel(ctx)
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
@@ -354,11 +364,15 @@ func (p *pipeline) makeReady(l *lane) {
 // launch starts calls while there is room in flight and sending is not paused.
 func (p *pipeline) launch() {
 	for p.inflight < p.d.cfg.MaxInFlight && !time.Now().Before(p.pauseTill) {
+		if p.probing && p.inflight > 0 {
+			return // one call at a time until Pusher accepts one again
+		}
 		c := p.nextCall()
 		if c == nil {
 			return
 		}
 		p.inflight++
+		c.started = time.Now()
 		p.queued -= len(c.ds)
 		p.d.metrics.inFlight.Inc()
 		go func() {
@@ -447,7 +461,7 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		}
 	}()
 	if res.err == nil {
-		p.backoff = 0
+		p.backoff, p.probing = 0, false
 		d.setDegraded(nil)
 		d.metrics.batchSize.Observe(float64(len(c.ds)))
 		if c.isolated {
@@ -501,8 +515,12 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		delete(p.known, del.ID)
 	}
 	p.dropQueued()
-	p.backoff = nextBackoff(p.backoff, d.cfg.MinBackoff, d.cfg.MaxBackoff)
-	p.pauseTill = time.Now().Add(p.backoff)
+	p.probing = true
+	if c.started.After(p.pausedAt) { // not a call of a round already paused for
+		p.backoff = nextBackoff(p.backoff, d.cfg.MinBackoff, d.cfg.MaxBackoff)
+		p.pausedAt = time.Now()
+		p.pauseTill = p.pausedAt.Add(p.backoff)
+	}
 	ids := make([]int64, len(c.ds))
 	for i, del := range c.ds {
 		ids[i] = del.ID
