@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/roomcast/roomcast/internal/chattest"
+	"github.com/roomcast/roomcast/internal/testsupport"
+)
+
+func envOf(m map[string]string) Getenv { return func(name string) string { return m[name] } }
+
+// runQuick runs a command that must end on its own within timeout.
+func runQuick(t *testing.T, timeout time.Duration, args []string, env Getenv, stdin io.Reader) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, env, stdin, &stdout, &stderr) }()
+	select {
+	case err := <-done:
+		if ctx.Err() != nil {
+			t.Fatalf("roomcast %v ran until its %v deadline (err %v)", args, timeout, err)
+		}
+		return stdout.String(), stderr.String(), err
+	case <-time.After(timeout + 30*time.Second):
+		t.Fatalf("roomcast %v did not return within %v", args, timeout+30*time.Second)
+		return "", "", nil
+	}
+}
+
+// validRunEnv is a complete configuration pointing at nothing that answers.
+func validRunEnv(t *testing.T) map[string]string {
+	return map[string]string{
+		"KAFKA_BROKERS":  closedAddr(t),
+		"DATABASE_URL":   "postgres://roomcast@" + closedAddr(t) + "/roomcast?sslmode=disable",
+		"PUSHER_APP_ID":  "1",
+		"PUSHER_KEY":     "k",
+		"PUSHER_SECRET":  "s",
+		"PUSHER_CLUSTER": "eu",
+		"HTTP_ADDR":      freeAddr(t),
+	}
+}
+
+// closedAddr is a local address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+func TestConfigEveryMissingSettingAtOnce(t *testing.T) {
+	t.Parallel()
+	_, _, err := runQuick(t, 10*time.Second, []string{"run"}, envOf(nil), nil)
+	if err == nil {
+		t.Fatal("run with an empty environment succeeded")
+	}
+	t.Logf("run with an empty environment: %v", err)
+	for _, name := range []string{"KAFKA_BROKERS", "DATABASE_URL", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "PUSHER_CLUSTER"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s:\n%v", name, err)
+		}
+	}
+}
+
+func TestConfigMalformedSettingIsNamed(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"KAFKA_TLS":            "maybe",
+		"PUSHER_USE_TLS":       "sometimes",
+		"KAFKA_INITIAL_OFFSET": "middle",
+		"SHUTDOWN_TIMEOUT":     "soon",
+		"LOG_LEVEL":            "loud",
+		"HTTP_ADDR":            "8080",
+		"KAFKA_SASL_MECHANISM": "KERBEROS",
+		"PUSHER_BATCH_EVENTS":  "11",
+		"PUSHER_MAX_IN_FLIGHT": "0",
+		"PUSHER_TIMEOUT":       "forever",
+		"PUSHER_HOST":          "localhost",
+		"DATABASE_MAX_CONNS":   "lots",
+		"LOG_FORMAT":           "xml",
+	}
+	for name, value := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := validRunEnv(t)
+			env[name] = value
+			_, _, err := runQuick(t, 10*time.Second, []string{"run"}, envOf(env), nil)
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Fatalf("%s=%s: error %v does not name %s", name, value, err, name)
+			}
+			if errors.Is(err, errUsage) {
+				t.Errorf("a configuration error is reported as a usage error: %v", err)
+			}
+		})
+	}
+}
+
+func TestConfigDatabasePasswordNotInError(t *testing.T) {
+	t.Parallel()
+	const pw = "s3cret-pw"
+	env := validRunEnv(t)
+	env["DATABASE_URL"] = "postgres://roomcast:" + pw + "@" + closedAddr(t) + "/roomcast?sslmode=disable"
+	start := time.Now()
+	_, stderr, err := runQuick(t, 30*time.Second, []string{"run"}, envOf(env), nil)
+	if err == nil {
+		t.Fatal("run against a closed Postgres port succeeded")
+	}
+	t.Logf("error after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	if strings.Contains(err.Error(), pw) {
+		t.Errorf("the error shows the database password: %v", err)
+	}
+	if strings.Contains(stderr, pw) {
+		t.Errorf("the log shows the database password:\n%s", stderr)
+	}
+	// The same with a key=value connection string.
+	env["DATABASE_URL"] = "host=127.0.0.1 port=" + strings.Split(closedAddr(t), ":")[1] + " user=roomcast password=" + pw + " dbname=roomcast sslmode=disable"
+	_, stderr, err = runQuick(t, 30*time.Second, []string{"run"}, envOf(env), nil)
+	if err == nil {
+		t.Fatal("run against a closed Postgres port succeeded")
+	}
+	if strings.Contains(err.Error(), pw) || strings.Contains(stderr, pw) {
+		t.Errorf("key=value DATABASE_URL: the password shows in the error or log: %v\n%s", err, stderr)
+	}
+}
+
+// TestSecretsNeverLogged runs a real worker at debug level, with Pusher
+// refusing a few calls, and searches its log for the secrets.
+func TestSecretsNeverLogged(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	// The test cluster trusts local connections, so a password in the URL is accepted and ignored.
+	const dbPassword = "db-pw-7f3a91"
+	dbURL := strings.Replace(s.dbURL, "postgres://postgres@", "postgres://postgres:"+dbPassword+"@", 1)
+	if dbURL == s.dbURL {
+		t.Fatalf("cannot add a password to %s", s.dbURL)
+	}
+	s.pusher.FailNext(2, 401)
+	w := s.startWorker(map[string]string{"LOG_LEVEL": "debug", "DATABASE_URL": dbURL})
+	room := "secret-room"
+	s.produceEvents(chattest.MemberJoined(room, "u-1"), chattest.MessageCreated(room, "secret-m1", "hi"),
+		chattest.MessageEdited(room, "secret-m-unknown", "dead letter"))
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := s.pusher.WaitForEvents(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	w.stop()
+	logs := w.logs.String()
+	if !strings.Contains(logs, "roomcast starting") || !strings.Contains(logs, "401") {
+		t.Errorf("the log lacks the start and the refused Pusher calls:\n%s", w.logs.tail(30))
+	}
+	for _, secret := range []string{testSecret, dbPassword} {
+		if strings.Contains(logs, secret) {
+			i := strings.Index(logs, secret)
+			t.Errorf("the log contains the secret %q: ...%s...", secret, logs[max(0, i-300):min(len(logs), i+100)])
+		}
+	}
+}
+
+// TestMigrationsBehind: run refuses an un-migrated database and says how to
+// fix it; migrate status/up/down report and change the state.
+func TestMigrationsBehind(t *testing.T) {
+	t.Parallel()
+	k := testsupport.Kafka(t, map[string]int32{"chat.events": 12, "chat.events.dlq": 1})
+	s := newStackOn(t, k)
+	env := s.getenv(map[string]string{"HTTP_ADDR": freeAddr(t)})
+
+	start := time.Now()
+	_, _, err := runQuick(t, 30*time.Second, []string{"run"}, env, nil)
+	if err == nil || !strings.Contains(err.Error(), "roomcast migrate up") {
+		t.Fatalf("run on an empty database: %v; want an error that says to run `roomcast migrate up`", err)
+	}
+	t.Logf("run on an empty database: %v", err)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("run took %v to refuse an empty database", took)
+	}
+	if n := s.mustCount(`SELECT count(*) FROM information_schema.tables WHERE table_name IN ('events','messages','deliveries')`); n != 0 {
+		t.Errorf("run created %d roomcast tables on its own", n)
+	}
+
+	status := func() string {
+		t.Helper()
+		out, _, err := runQuick(t, 30*time.Second, []string{"migrate", "status"}, env, nil)
+		if err != nil {
+			t.Fatalf("migrate status: %v", err)
+		}
+		return out
+	}
+	statusLine := func(out string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "00001") {
+				return l
+			}
+		}
+		return ""
+	}
+	before := status()
+	t.Logf("migrate status before up:\n%s", before)
+	if l := statusLine(before); !strings.Contains(l, "pending") {
+		t.Errorf("migrate status before up: 00001 line %q, want pending", l)
+	}
+	out, _, err := runQuick(t, 30*time.Second, []string{"migrate", "up"}, env, nil)
+	if err != nil || !strings.Contains(out, "applied migration 00001") {
+		t.Fatalf("migrate up: %v\n%s", err, out)
+	}
+	if l := statusLine(status()); !strings.Contains(l, "applied") {
+		t.Errorf("migrate status after up: 00001 line %q, want applied", l)
+	}
+	out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "up"}, env, nil)
+	if err != nil || !strings.Contains(out, "up to date") {
+		t.Errorf("second migrate up: %v %q, want \"up to date\"", err, out)
+	}
+	if n := s.mustCount(`SELECT count(*) FROM information_schema.tables WHERE table_name IN ('events','messages','room_members','rooms','deliveries')`); n != 5 {
+		t.Errorf("tables after migrate up: %d of 5", n)
+	}
+	out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down"}, env, nil)
+	if err != nil || !strings.Contains(out, "rolled back migration 00001") {
+		t.Fatalf("migrate down: %v\n%s", err, out)
+	}
+	if l := statusLine(status()); !strings.Contains(l, "pending") {
+		t.Errorf("migrate status after down: 00001 line %q, want pending", l)
+	}
+	if n := s.mustCount(`SELECT count(*) FROM information_schema.tables WHERE table_name IN ('events','messages','room_members','rooms','deliveries')`); n != 0 {
+		t.Errorf("tables after migrate down: %d, want 0", n)
+	}
+	if _, _, err := runQuick(t, 30*time.Second, []string{"migrate", "sideways"}, env, nil); !errors.Is(err, errUsage) {
+		t.Errorf("migrate sideways: %v, want a usage error", err)
+	}
+}
+
+// TestEmitRejectsBadLines: bad lines are named by number, the others are sent.
+func TestEmitRejectsBadLines(t *testing.T) {
+	t.Parallel()
+	k := testsupport.Kafka(t, map[string]int32{"chat.events": 12, "chat.events.dlq": 1})
+	env := envOf(map[string]string{"KAFKA_BROKERS": strings.Join(k.Brokers, ","), "KAFKA_TOPIC": k.Topics["chat.events"]})
+	unknown := chattest.MessageCreated("emit-room", "emit-m2", "x")
+	unknown.Type = "chat.message.pinned"
+	lines := [][]byte{
+		chattest.MessageCreated("emit-room", "emit-m1", "one").JSON(),
+		[]byte("this is not json"),
+		chattest.MemberJoined("emit-room", "u-1").JSON(),
+		unknown.JSON(),
+		{},
+		chattest.UserNotification([]string{"u-1"}, "hi").JSON(),
+	}
+	emitStart := time.Now()
+	stdout, _, err := runQuick(t, 30*time.Second, []string{"emit"}, env, bytes.NewReader(bytes.Join(lines, []byte("\n"))))
+	t.Logf("emit took %v", time.Since(emitStart).Round(time.Millisecond))
+	if err == nil {
+		t.Fatal("emit with bad lines succeeded")
+	}
+	for _, want := range []string{"line 2", "not JSON", "line 4", "unknown event type"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("emit error does not contain %q:\n%v", want, err)
+		}
+	}
+	for _, not := range []string{"line 1:", "line 3", "line 5", "line 6"} {
+		if strings.Contains(err.Error(), not) {
+			t.Errorf("emit error names %q, a good or empty line:\n%v", not, err)
+		}
+	}
+	if want := "sent 3 events to " + k.Topics["chat.events"] + ", rejected 2 lines"; !strings.Contains(stdout, want) {
+		t.Errorf("emit printed %q, want %q", stdout, want)
+	}
+	if n := topicSize(t, k.Brokers, k.Topics["chat.events"]); n != 3 {
+		t.Errorf("messages in the topic: %d, want 3", n)
+	}
+	msgs := readTopic(t, k.Brokers, k.Topics["chat.events"], 3, 30*time.Second)
+	keys := map[string]int{}
+	murmur2 := sarama.NewMurmur2Partitioner(k.Topics["chat.events"])
+	for _, m := range msgs {
+		keys[string(m.Key)]++
+		want, _ := murmur2.Partition(&sarama.ProducerMessage{Key: sarama.ByteEncoder(m.Key)}, 12)
+		if m.Partition != want {
+			t.Errorf("key %q is in partition %d, murmur2 (the Java client's partitioner) says %d", m.Key, m.Partition, want)
+		}
+	}
+	if keys["emit-room"] != 2 || keys["u-1"] != 1 {
+		t.Errorf("keys of the sent events: %v, want emit-room twice and u-1 once", keys)
+	}
+}
+
+// TestKafkaPasswordNeverShown: with SASL credentials the in-process broker
+// does not accept, the worker fails without showing the password.
+func TestKafkaPasswordNeverShown(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	const pw = "kafka-pw-5c1e"
+	env := s.getenv(map[string]string{
+		"HTTP_ADDR": freeAddr(t), "LOG_LEVEL": "debug",
+		"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "roomcast", "KAFKA_SASL_PASSWORD": pw,
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run"}, env, nil, io.Discard, &logs) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		// Still trying: that is allowed, as long as nothing shows the password.
+		cancel()
+		err = <-done
+	}
+	t.Logf("run with SASL against a broker without it: %v", err)
+	if err != nil && strings.Contains(err.Error(), pw) {
+		t.Errorf("the error shows the Kafka password: %v", err)
+	}
+	if strings.Contains(logs.String(), pw) {
+		t.Errorf("the log shows the Kafka password")
+	}
+}
