@@ -132,9 +132,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		Multiplier:          2,
 		RandomizationFactor: 0.3,
 		ShouldRetry:         func(p middleware.RetryParams) bool { return !isPermanent(p.Err) },
-		OnRetryHook: func(n int, delay time.Duration) {
-			cfg.Logger.Warn("transient failure; retrying", slog.Int("retry", n), slog.Duration("delay", delay))
-		},
+		Logger:              logger, // logs each retry with its cause
 	}
 	router.AddConsumerHandler("project", cfg.Topic, subscriber, h.Handle)
 	router.AddMiddleware(poison, retry.Middleware, h.recoverPanics)

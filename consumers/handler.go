@@ -92,7 +92,9 @@ func isPermanent(err error) bool {
 // stack goes to the log, not to the dead-letter header).
 type handlerPanic struct{ value any }
 
-func (p handlerPanic) Error() string { return fmt.Sprintf("panic while handling the event: %v", p.value) }
+func (p handlerPanic) Error() string {
+	return fmt.Sprintf("panic while handling the event: %v", p.value)
+}
 
 // recoverPanics turns a panic in h into a handlerPanic error.
 func (h *handler) recoverPanics(next message.HandlerFunc) message.HandlerFunc {

@@ -1,6 +1,10 @@
 package consumers
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomcast/roomcast/domain"
+)
 
 type consumerMetrics struct {
 	consumed     *prometheus.CounterVec
@@ -18,6 +22,11 @@ func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
 			Help: "Messages sent to the dead-letter topic, by event type and reason (invalid, unknown_message, panic).",
 		}, []string{"type", "reason"}),
 	}
+	// Every type's series exists from the start, so dashboards show 0, not "no data".
+	for _, t := range domain.EventTypes {
+		m.consumed.WithLabelValues(string(t))
+	}
+	m.consumed.WithLabelValues("invalid")
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.deadLettered)
 	}

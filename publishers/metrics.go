@@ -56,6 +56,9 @@ func newDispatcherMetrics(reg prometheus.Registerer) *dispatcherMetrics {
 			Help: "Delivered outbox rows deleted after their retention.",
 		}),
 	}
+	for _, endpoint := range []string{"batch_events", "events"} {
+		m.calls.WithLabelValues(endpoint, "200")
+	}
 	if reg != nil {
 		reg.MustRegister(m.calls, m.callSeconds, m.inFlight, m.held, m.delivered, m.parked, m.batchSize, m.latency, m.purged)
 	}

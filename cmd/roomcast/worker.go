@@ -73,6 +73,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	if err != nil {
 		return err
 	}
+	log.Info("serving health, readiness and metrics", slog.String("addr", w.addr))
 
 	// The components stop on runCtx: the consumer first finishes its event
 	// in flight and commits offsets, the dispatcher settles its call in flight.
