@@ -13,7 +13,6 @@ import (
 	"github.com/roomcast/roomcast/domain"
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/testsupport"
-	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 )
 
@@ -27,24 +26,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	url := testsupport.Postgres(t)
-	db, err := projections.Open(ctx, url, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = projections.Close(db) })
-	sqlDB, err := projections.SQL(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := migrations.New(sqlDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db, url := testsupport.Database(t, 5)
 	return &fixture{t: t, url: url, db: db, p: projections.NewProjector(db, nil, nil), outbox: projections.NewOutbox(db)}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/fakepusher"
 	"github.com/roomcast/roomcast/internal/testsupport"
-	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 	"github.com/roomcast/roomcast/publishers"
 )
@@ -62,30 +61,13 @@ func newFixture(t *testing.T) *fixture {
 // newIdleFixture returns a fixture whose dispatcher is not started yet (see start).
 func newIdleFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := t.Context()
 	srv, err := fakepusher.Start(fakepusher.Config{AppID: appID, Key: appKey, Secret: appSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 
-	dbURL := testsupport.Postgres(t)
-	db, err := projections.Open(ctx, dbURL, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = projections.Close(db) })
-	sqlDB, err := projections.SQL(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := migrations.New(sqlDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db, dbURL := testsupport.Database(t, 10)
 	f := &fixture{
 		t:         t,
 		dbURL:     dbURL,
