@@ -1,0 +1,714 @@
+package projections
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/roomcast/roomcast/domain"
+)
+
+// Item is one event of a batch and where it was read from.
+type Item struct {
+	Env domain.Envelope
+	Src Source
+}
+
+// Result is what projecting one item of a batch did. Err is set for an item
+// that was rejected on its own (domain.ErrUnknownMessage, a contract
+// violation): the rest of the batch is committed, the item is not recorded.
+type Result struct {
+	Outcome Outcome
+	Err     error
+}
+
+// ProjectBatch projects items in one transaction with a fixed number of
+// statements, whatever their number. The result is the same as projecting
+// them one by one with Project, in order: the same rows, seqs and
+// deliveries. An item rejected on its own gets an Err in its Result and the
+// others commit. A returned error is transient: nothing was committed.
+func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, error) {
+	start := time.Now()
+	results := make([]Result, len(items))
+	b := &batch{items: items, results: results}
+	if err := b.prepare(); err != nil {
+		return nil, err
+	}
+	err := p.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		b.reset()
+		return b.run(tx)
+	})
+	if err != nil {
+		for _, it := range items {
+			p.metrics.failures.WithLabelValues(string(it.Env.Type)).Inc()
+		}
+		return nil, fmt.Errorf("project a batch of %d events: %w", len(items), err)
+	}
+	p.metrics.seconds.Observe(time.Since(start).Seconds())
+	for i, r := range results {
+		env := items[i].Env
+		attrs := logAttrs(env.ID, string(env.Type), eventRoom(env.Event))
+		switch {
+		case errors.Is(r.Err, domain.ErrUnknownMessage):
+			p.metrics.projected.WithLabelValues(string(env.Type), "unknown_message").Inc()
+		case r.Err != nil:
+		case r.Outcome == Conflict:
+			p.metrics.projected.WithLabelValues(string(env.Type), r.Outcome.String()).Inc()
+			p.metrics.conflicts.WithLabelValues(string(env.Type)).Inc()
+			p.log.Warn("event id reused with a different payload: the first one stands", attrs...)
+		default:
+			p.metrics.projected.WithLabelValues(string(env.Type), r.Outcome.String()).Inc()
+		}
+	}
+	for _, d := range b.owed {
+		if d.Truncated {
+			p.metrics.truncated.WithLabelValues(d.Name).Inc()
+		}
+		if d.TooLarge {
+			p.metrics.tooLarge.WithLabelValues(d.Name).Inc()
+			p.log.Error("delivery exceeds Pusher's 10 KB even with its text emptied: parked, not sent",
+				slog.String("event_id", d.EventID), slog.String("event", d.Name))
+		}
+	}
+	if len(b.owed) > 0 && p.owed != nil {
+		p.owed()
+	}
+	return results, nil
+}
+
+// batch is the state of one ProjectBatch transaction.
+type batch struct {
+	items   []Item
+	results []Result
+	data    []string // canonical data per item
+	prints  []string // fingerprint per item
+	valid   []bool
+
+	// Reset at every attempt of the transaction:
+	owed      []domain.Delivery
+	rooms     map[string]int64 // last seq per locked room
+	msgs      map[string]*msgState
+	members   map[[2]string]*memberState
+	seqOf     map[string]int64  // event id -> seq
+	redactOwn []string          // event ids whose own text is redacted (no-op on a deleted message)
+	stored    map[string]string // fingerprints of ids stored before this batch
+	standing  map[string]int    // event id -> index of the item whose row stands
+	rowOf     map[string]int    // event id -> index of the item whose values the inserted row has
+	deletedM  []msgKey          // messages deleted by this batch (their events and deliveries are redacted)
+}
+
+type msgKey struct{ room, id string }
+
+type msgState struct {
+	room                  string
+	existed, exists       bool
+	changed               bool
+	seq                   int64
+	authorID, authorName  string
+	authorAvatar, editBy  *string
+	content               string
+	createdAt             time.Time
+	editedAt, deletedAt   *time.Time
+	deletedBy             *string
+	deleted, wasDeletedDB bool
+}
+
+type memberState struct {
+	existed, present, changed bool
+	name                      string
+	avatar                    *string
+	joinedAt                  time.Time
+}
+
+func (b *batch) prepare() error {
+	b.data = make([]string, len(b.items))
+	b.prints = make([]string, len(b.items))
+	b.valid = make([]bool, len(b.items))
+	for i, it := range b.items {
+		data, fp, err := canonicalData(it.Env)
+		if err != nil {
+			b.results[i] = Result{Err: err}
+			continue
+		}
+		b.data[i], b.prints[i], b.valid[i] = data, fp, true
+	}
+	return nil
+}
+
+func (b *batch) reset() {
+	b.owed = nil
+	b.rooms = map[string]int64{}
+	b.msgs = map[string]*msgState{}
+	b.members = map[[2]string]*memberState{}
+	b.seqOf = map[string]int64{}
+	b.stored, b.standing, b.rowOf = map[string]string{}, map[string]int{}, map[string]int{}
+	b.redactOwn, b.deletedM = nil, nil
+	for i := range b.results {
+		if b.valid[i] {
+			b.results[i] = Result{}
+		}
+	}
+}
+
+func (b *batch) run(tx *gorm.DB) error {
+	claimed, err := b.claim(tx)
+	if err != nil {
+		return err
+	}
+	if err := b.load(tx, claimed); err != nil {
+		return err
+	}
+	for i, it := range b.items {
+		if !b.valid[i] {
+			continue
+		}
+		id := it.Env.ID
+		if claimed[i] {
+			b.rowOf[id] = i
+		} else if fp, ok := b.stored[id]; ok {
+			b.results[i].Outcome = sameOrConflict(fp, b.prints[i])
+			continue
+		} else if j, ok := b.standing[id]; ok {
+			b.results[i].Outcome = sameOrConflict(b.prints[j], b.prints[i])
+			continue
+		}
+		// A first occurrence, or a repeat of one that was rejected (and so
+		// never recorded): it is new.
+		if err := b.apply(i, it.Env); err != nil {
+			return err
+		}
+		if b.results[i].Err == nil {
+			b.standing[id] = i
+		}
+	}
+	return b.write(tx)
+}
+
+// claim inserts the events (sorted by id, so concurrent batches lock in one
+// order) and settles the items whose id is already stored, or repeated in
+// the batch, as Duplicate or Conflict. It returns which items it claimed.
+func (b *batch) claim(tx *gorm.DB) ([]bool, error) {
+	first := map[string]bool{}
+	var order []int
+	for i, it := range b.items {
+		if !b.valid[i] || first[it.Env.ID] {
+			continue // repeats within the batch are settled in apply order
+		}
+		first[it.Env.ID] = true
+		order = append(order, i)
+	}
+	slices.SortFunc(order, func(x, y int) int { return strings.Compare(b.items[x].Env.ID, b.items[y].Env.ID) })
+	claimed := make([]bool, len(b.items))
+	if len(order) == 0 {
+		return claimed, nil
+	}
+	var ids, types, sources, data, prints []string
+	var subjects, rooms []*string
+	var occurred []time.Time
+	var partitions, offsets []*int64
+	for _, i := range order {
+		it := b.items[i]
+		occ := it.Env.Time
+		if occ.IsZero() {
+			occ = it.Src.Timestamp
+		}
+		if occ.IsZero() {
+			occ = time.Now()
+		}
+		ids = append(ids, it.Env.ID)
+		types = append(types, string(it.Env.Type))
+		sources = append(sources, it.Env.Source)
+		subjects = append(subjects, ptr(it.Env.Subject))
+		rooms = append(rooms, ptr(eventRoom(it.Env.Event)))
+		data = append(data, b.data[i])
+		prints = append(prints, b.prints[i])
+		occurred = append(occurred, occ.UTC())
+		if it.Src.Partition >= 0 {
+			p, o := int64(it.Src.Partition), it.Src.Offset
+			partitions, offsets = append(partitions, &p), append(offsets, &o)
+		} else {
+			partitions, offsets = append(partitions, nil), append(offsets, nil)
+		}
+	}
+	var inserted []string
+	err := tx.Raw(`INSERT INTO events (id, type, source, subject, room_id, data, fingerprint, occurred_at, kafka_partition, kafka_offset)
+		SELECT u.id, u.type, u.source, u.subject, u.room_id, u.data::jsonb, u.fingerprint, u.occurred_at, u.kafka_partition, u.kafka_offset
+		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::int[], ?::bigint[])
+		  WITH ORDINALITY AS u(id, type, source, subject, room_id, data, fingerprint, occurred_at, kafka_partition, kafka_offset, n)
+		ORDER BY u.n
+		ON CONFLICT (id) DO NOTHING RETURNING id`,
+		TextArray(ids), TextArray(types), TextArray(sources), nullTexts(subjects), nullTexts(rooms), TextArray(data),
+		TextArray(prints), timeArray(occurred), nullInts(partitions), nullInts(offsets)).Scan(&inserted).Error
+	if err != nil {
+		return nil, fmt.Errorf("insert events: %w", err)
+	}
+	isNew := map[string]bool{}
+	for _, id := range inserted {
+		isNew[id] = true
+	}
+	var old []string
+	for _, i := range order {
+		if isNew[b.items[i].Env.ID] {
+			claimed[i] = true
+		} else {
+			old = append(old, b.items[i].Env.ID)
+		}
+	}
+	if len(old) > 0 {
+		var stored []struct{ ID, Fingerprint string }
+		if err := tx.Raw(`SELECT id, fingerprint FROM events WHERE id = ANY(?::text[])`, TextArray(old)).Scan(&stored).Error; err != nil {
+			return nil, fmt.Errorf("read stored events: %w", err)
+		}
+		for _, st := range stored {
+			b.stored[st.ID] = st.Fingerprint
+		}
+	}
+	return claimed, nil
+}
+
+// load locks the batch's rooms (sorted) and reads the messages and
+// memberships its events may touch: every item but those whose id was
+// stored before the batch (a repeat of a claimed item may yet apply, when
+// the claimed one is rejected).
+func (b *batch) load(tx *gorm.DB, claimed []bool) error {
+	roomSet, msgSet := map[string]bool{}, map[string]bool{}
+	var mRooms, mUsers []string
+	for i, it := range b.items {
+		if !b.valid[i] {
+			continue
+		}
+		if _, stored := b.stored[it.Env.ID]; stored && !claimed[i] {
+			continue
+		}
+		switch e := it.Env.Event.(type) {
+		case domain.MessageCreated:
+			roomSet[e.RoomID], msgSet[e.MessageID] = true, true
+		case domain.MessageEdited:
+			roomSet[e.RoomID], msgSet[e.MessageID] = true, true
+		case domain.MessageDeleted:
+			roomSet[e.RoomID], msgSet[e.MessageID] = true, true
+		case domain.MemberJoined:
+			roomSet[e.RoomID] = true
+			mRooms, mUsers = append(mRooms, e.RoomID), append(mUsers, e.UserID)
+		case domain.MemberLeft:
+			roomSet[e.RoomID] = true
+			mRooms, mUsers = append(mRooms, e.RoomID), append(mUsers, e.UserID)
+		}
+	}
+	if len(roomSet) > 0 {
+		rooms := sortedKeys(roomSet)
+		var locked []struct {
+			RoomID  string
+			LastSeq int64
+		}
+		if err := tx.Raw(`INSERT INTO rooms (room_id) SELECT r FROM unnest(?::text[]) AS r ORDER BY r
+			ON CONFLICT (room_id) DO UPDATE SET room_id = EXCLUDED.room_id RETURNING room_id, last_seq`, TextArray(rooms)).Scan(&locked).Error; err != nil {
+			return fmt.Errorf("lock rooms: %w", err)
+		}
+		for _, r := range locked {
+			b.rooms[r.RoomID] = r.LastSeq
+		}
+	}
+	if len(msgSet) > 0 {
+		var rows []struct {
+			ID      string
+			RoomID  string
+			Deleted bool
+		}
+		if err := tx.Raw(`SELECT id, room_id, deleted_at IS NOT NULL AS deleted FROM messages WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE`,
+			TextArray(sortedKeys(msgSet))).Scan(&rows).Error; err != nil {
+			return fmt.Errorf("read messages: %w", err)
+		}
+		for _, r := range rows {
+			b.msgs[r.ID] = &msgState{room: r.RoomID, existed: true, exists: true, deleted: r.Deleted, wasDeletedDB: r.Deleted}
+		}
+	}
+	if len(mRooms) > 0 {
+		var rows []struct{ RoomID, UserID string }
+		if err := tx.Raw(`SELECT m.room_id, m.user_id FROM room_members m
+			JOIN unnest(?::text[], ?::text[]) AS u(room_id, user_id) ON m.room_id = u.room_id AND m.user_id = u.user_id`,
+			TextArray(mRooms), TextArray(mUsers)).Scan(&rows).Error; err != nil {
+			return fmt.Errorf("read members: %w", err)
+		}
+		for _, r := range rows {
+			b.members[[2]string{r.RoomID, r.UserID}] = &memberState{existed: true, present: true}
+		}
+	}
+	return nil
+}
+
+// apply applies one claimed item to the in-memory state, as Project would.
+func (b *batch) apply(i int, env domain.Envelope) error {
+	res := &b.results[i]
+	switch e := env.Event.(type) {
+	case domain.UserNotification, domain.RoomsNotification:
+		ds, err := domain.NotificationDeliveries(env)
+		if err != nil {
+			return err
+		}
+		b.owed = append(b.owed, ds...)
+		res.Outcome = Applied
+		return nil
+	case domain.RoomEvent:
+		changed, err := b.applyRoom(env, e)
+		if err != nil {
+			if errors.Is(err, domain.ErrUnknownMessage) {
+				res.Err = err
+				return nil
+			}
+			return err
+		}
+		if !changed {
+			res.Outcome = Unchanged
+			return nil
+		}
+		seq := b.rooms[e.Room()] + 1
+		b.rooms[e.Room()] = seq
+		b.seqOf[env.ID] = seq
+		if m, ok := e.(domain.MessageCreated); ok {
+			b.msgs[m.MessageID].seq = seq
+		}
+		d, err := domain.RoomDelivery(env, seq)
+		if err != nil {
+			return err
+		}
+		b.owed = append(b.owed, d)
+		res.Outcome = Applied
+		return nil
+	}
+	return fmt.Errorf("project %s: unsupported event %T", env.Type, env.Event)
+}
+
+func (b *batch) applyRoom(env domain.Envelope, e domain.RoomEvent) (bool, error) {
+	switch e := e.(type) {
+	case domain.MessageCreated:
+		if m := b.msgs[e.MessageID]; m != nil && m.exists {
+			if m.deleted {
+				b.redactOwn = append(b.redactOwn, env.ID)
+			}
+			return false, nil
+		}
+		b.msgs[e.MessageID] = &msgState{room: e.RoomID, exists: true, changed: true, authorID: e.AuthorID,
+			authorName: e.AuthorName, authorAvatar: e.AuthorAvatar, content: e.Content, createdAt: e.CreatedAt.UTC()}
+		return true, nil
+	case domain.MessageEdited:
+		m := b.msgs[e.MessageID]
+		if m == nil || !m.exists || m.room != e.RoomID {
+			return false, fmt.Errorf("message %q in room %q: %w", e.MessageID, e.RoomID, domain.ErrUnknownMessage)
+		}
+		if m.deleted {
+			b.redactOwn = append(b.redactOwn, env.ID)
+			return false, nil
+		}
+		at, by := e.EditedAt.UTC(), e.EditorID
+		m.content, m.editedAt, m.editBy, m.changed = e.Content, &at, &by, true
+		return true, nil
+	case domain.MessageDeleted:
+		m := b.msgs[e.MessageID]
+		if m == nil || !m.exists || m.room != e.RoomID {
+			return false, fmt.Errorf("message %q in room %q: %w", e.MessageID, e.RoomID, domain.ErrUnknownMessage)
+		}
+		if m.deleted {
+			return false, nil
+		}
+		at, by := e.DeletedAt.UTC(), e.DeletedBy
+		m.content, m.deletedAt, m.deletedBy, m.deleted, m.changed = "", &at, &by, true, true
+		b.deletedM = append(b.deletedM, msgKey{e.RoomID, e.MessageID})
+		return true, nil
+	case domain.MemberJoined:
+		k := [2]string{e.RoomID, e.UserID}
+		m := b.members[k]
+		if m == nil {
+			m = &memberState{}
+			b.members[k] = m
+		}
+		if m.present {
+			return false, nil
+		}
+		m.present, m.changed, m.name, m.avatar, m.joinedAt = true, true, e.UserName, e.UserAvatar, e.JoinedAt.UTC()
+		return true, nil
+	case domain.MemberLeft:
+		k := [2]string{e.RoomID, e.UserID}
+		m := b.members[k]
+		if m == nil || !m.present {
+			return false, nil
+		}
+		m.present, m.changed = false, true
+		return true, nil
+	}
+	return false, fmt.Errorf("unsupported room event %T", e)
+}
+
+// write applies the batch's net effect with one statement per kind of change.
+func (b *batch) write(tx *gorm.DB) error {
+	exec := func(what, q string, args ...any) error {
+		if err := tx.Exec(q, args...).Error; err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
+	var unrecord []string
+	var replace []int
+	for _, id := range sortedKeys(b.rowOf) {
+		j, ok := b.standing[id]
+		switch {
+		case !ok:
+			unrecord = append(unrecord, id) // rejected: it can be re-driven
+		case j != b.rowOf[id]:
+			replace = append(replace, j) // a rejected item's id taken by a later one
+		}
+	}
+	if len(unrecord) > 0 {
+		if err := exec("unrecord rejected events", `DELETE FROM events WHERE id = ANY(?::text[])`, TextArray(unrecord)); err != nil {
+			return err
+		}
+	}
+	for _, j := range replace {
+		it := b.items[j]
+		occ := it.Env.Time
+		if occ.IsZero() {
+			occ = it.Src.Timestamp
+		}
+		if occ.IsZero() {
+			occ = time.Now()
+		}
+		var partition, offset any
+		if it.Src.Partition >= 0 {
+			partition, offset = it.Src.Partition, it.Src.Offset
+		}
+		if err := exec("record event", `UPDATE events SET type = ?, source = ?, subject = ?, room_id = ?, data = ?::jsonb, fingerprint = ?,
+			occurred_at = ?, kafka_partition = ?, kafka_offset = ? WHERE id = ?`,
+			string(it.Env.Type), it.Env.Source, nullString(it.Env.Subject), nullString(eventRoom(it.Env.Event)), b.data[j], b.prints[j],
+			occ.UTC(), partition, offset, it.Env.ID); err != nil {
+			return err
+		}
+	}
+	// Messages: new ones inserted with their final state, existing ones updated.
+	var nID, nRoom, nAuthor, nName, nContent []string
+	var nSeq []int64
+	var nAvatar, nEditBy, nDelBy []*string
+	var nCreated []time.Time
+	var nEdited, nDeleted []*time.Time
+	var uID, uContent []string
+	var uEditBy, uDelBy []*string
+	var uEdited, uDeleted []*time.Time
+	for _, id := range sortedKeys(b.msgs) {
+		m := b.msgs[id]
+		if !m.changed {
+			continue
+		}
+		if !m.existed {
+			nID, nRoom, nSeq, nAuthor, nName = append(nID, id), append(nRoom, m.room), append(nSeq, m.seq), append(nAuthor, m.authorID), append(nName, m.authorName)
+			nAvatar, nContent, nCreated = append(nAvatar, m.authorAvatar), append(nContent, m.content), append(nCreated, m.createdAt)
+			nEdited, nEditBy, nDeleted, nDelBy = append(nEdited, m.editedAt), append(nEditBy, m.editBy), append(nDeleted, m.deletedAt), append(nDelBy, m.deletedBy)
+			continue
+		}
+		uID, uContent, uEdited, uEditBy = append(uID, id), append(uContent, m.content), append(uEdited, m.editedAt), append(uEditBy, m.editBy)
+		uDeleted, uDelBy = append(uDeleted, m.deletedAt), append(uDelBy, m.deletedBy)
+	}
+	if len(nID) > 0 {
+		if err := exec("insert messages", `INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by)
+			SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[])`,
+			TextArray(nID), TextArray(nRoom), int64Array(nSeq), TextArray(nAuthor), TextArray(nName), nullTexts(nAvatar), TextArray(nContent),
+			timeArray(nCreated), nullTimes(nEdited), nullTexts(nEditBy), nullTimes(nDeleted), nullTexts(nDelBy)); err != nil {
+			return err
+		}
+	}
+	if len(uID) > 0 {
+		// COALESCE keeps what this batch did not change (an edit leaves deleted_at, a delete leaves edited_at).
+		if err := exec("update messages", `UPDATE messages AS m SET content = u.content,
+				edited_at = COALESCE(u.edited_at, m.edited_at), edited_by = COALESCE(u.edited_by, m.edited_by),
+				deleted_at = COALESCE(u.deleted_at, m.deleted_at), deleted_by = COALESCE(u.deleted_by, m.deleted_by)
+			FROM unnest(?::text[], ?::text[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[]) AS u(id, content, edited_at, edited_by, deleted_at, deleted_by)
+			WHERE m.id = u.id`,
+			TextArray(uID), TextArray(uContent), nullTimes(uEdited), nullTexts(uEditBy), nullTimes(uDeleted), nullTexts(uDelBy)); err != nil {
+			return err
+		}
+	}
+	// Members: rows that left (or were replaced) deleted, rows present at the end inserted.
+	var dRoom, dUser, iRoom, iUser, iName []string
+	var iAvatar []*string
+	var iJoined []time.Time
+	for _, k := range sortedMemberKeys(b.members) {
+		m := b.members[k]
+		if !m.changed {
+			continue
+		}
+		if m.existed {
+			dRoom, dUser = append(dRoom, k[0]), append(dUser, k[1])
+		}
+		if m.present {
+			iRoom, iUser, iName, iAvatar, iJoined = append(iRoom, k[0]), append(iUser, k[1]), append(iName, m.name), append(iAvatar, m.avatar), append(iJoined, m.joinedAt)
+		}
+	}
+	if len(dRoom) > 0 {
+		if err := exec("delete members", `DELETE FROM room_members m USING unnest(?::text[], ?::text[]) AS u(room_id, user_id)
+			WHERE m.room_id = u.room_id AND m.user_id = u.user_id`, TextArray(dRoom), TextArray(dUser)); err != nil {
+			return err
+		}
+	}
+	if len(iRoom) > 0 {
+		if err := exec("insert members", `INSERT INTO room_members (room_id, user_id, user_name, user_avatar, joined_at)
+			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[])`,
+			TextArray(iRoom), TextArray(iUser), TextArray(iName), nullTexts(iAvatar), timeArray(iJoined)); err != nil {
+			return err
+		}
+	}
+	// Seqs: the rooms' last seq and each applied event's seq.
+	if len(b.seqOf) > 0 {
+		var rooms []string
+		var last []int64
+		for _, r := range sortedKeys(b.rooms) {
+			rooms, last = append(rooms, r), append(last, b.rooms[r])
+		}
+		if err := exec("advance room seqs", `UPDATE rooms AS r SET last_seq = u.last_seq, updated_at = now()
+			FROM unnest(?::text[], ?::bigint[]) AS u(room_id, last_seq) WHERE r.room_id = u.room_id AND r.last_seq <> u.last_seq`,
+			TextArray(rooms), int64Array(last)); err != nil {
+			return err
+		}
+		var ids []string
+		var seqs []int64
+		for _, id := range sortedKeys(b.seqOf) {
+			ids, seqs = append(ids, id), append(seqs, b.seqOf[id])
+		}
+		if err := exec("set event seqs", `UPDATE events AS e SET seq = u.seq FROM unnest(?::text[], ?::bigint[]) AS u(id, seq) WHERE e.id = u.id`,
+			TextArray(ids), int64Array(seqs)); err != nil {
+			return err
+		}
+	}
+	if len(b.redactOwn) > 0 {
+		if err := exec("redact events", `UPDATE events SET data = jsonb_set(data, '{content}', '""') WHERE id = ANY(?::text[])`, TextArray(b.redactOwn)); err != nil {
+			return err
+		}
+	}
+	for start := 0; start < len(b.owed); start += 1000 {
+		if err := insertDeliveries(tx, b.owed[start:min(start+1000, len(b.owed))]); err != nil {
+			return err
+		}
+	}
+	if len(b.deletedM) > 0 {
+		var rooms, ids []string
+		for _, k := range b.deletedM {
+			rooms, ids = append(rooms, k.room), append(ids, k.id)
+		}
+		if err := exec("redact events", `UPDATE events AS e SET data = jsonb_set(e.data, '{content}', '""')
+			FROM unnest(?::text[], ?::text[]) AS u(room_id, message_id)
+			WHERE e.room_id = u.room_id AND e.type IN ('chat.message.created', 'chat.message.edited') AND e.data ->> 'messageId' = u.message_id`,
+			TextArray(rooms), TextArray(ids)); err != nil {
+			return err
+		}
+		if err := exec("redact pending deliveries", `UPDATE deliveries SET data = ((data::jsonb || '{"content": ""}') - 'truncated')::text
+			WHERE delivered_at IS NULL AND event_id IN (
+				SELECT e.id FROM events e JOIN unnest(?::text[], ?::text[]) AS u(room_id, message_id)
+				  ON e.room_id = u.room_id AND e.data ->> 'messageId' = u.message_id
+				WHERE e.type IN ('chat.message.created', 'chat.message.edited'))`,
+			TextArray(rooms), TextArray(ids)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func sortedMemberKeys(m map[[2]string]*memberState) [][2]string {
+	keys := make([][2]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b [2]string) int {
+		if c := strings.Compare(a[0], b[0]); c != 0 {
+			return c
+		}
+		return strings.Compare(a[1], b[1])
+	})
+	return keys
+}
+
+func ptr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// nullTexts is a text[] whose nil elements are NULL.
+type nullTexts []*string
+
+func (a nullTexts) Value() (driver.Value, error) {
+	parts := make([]string, len(a))
+	for i, s := range a {
+		if s == nil {
+			parts[i] = "NULL"
+		} else {
+			parts[i] = quoteElem(*s)
+		}
+	}
+	return "{" + strings.Join(parts, ",") + "}", nil
+}
+
+// nullInts is a bigint[] whose nil elements are NULL.
+type nullInts []*int64
+
+func (a nullInts) Value() (driver.Value, error) {
+	parts := make([]string, len(a))
+	for i, v := range a {
+		if v == nil {
+			parts[i] = "NULL"
+		} else {
+			parts[i] = fmt.Sprint(*v)
+		}
+	}
+	return "{" + strings.Join(parts, ",") + "}", nil
+}
+
+// timeArray is a timestamptz[].
+type timeArray []time.Time
+
+func (a timeArray) Value() (driver.Value, error) {
+	parts := make([]string, len(a))
+	for i, t := range a {
+		parts[i] = quoteElem(t.UTC().Format(time.RFC3339Nano))
+	}
+	return "{" + strings.Join(parts, ",") + "}", nil
+}
+
+// nullTimes is a timestamptz[] whose nil elements are NULL.
+type nullTimes []*time.Time
+
+func (a nullTimes) Value() (driver.Value, error) {
+	parts := make([]string, len(a))
+	for i, t := range a {
+		if t == nil {
+			parts[i] = "NULL"
+		} else {
+			parts[i] = quoteElem(t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return "{" + strings.Join(parts, ",") + "}", nil
+}
+
+func quoteElem(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+func sameOrConflict(stored, got string) Outcome {
+	if stored == got {
+		return Duplicate
+	}
+	return Conflict
+}

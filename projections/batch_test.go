@@ -1,0 +1,153 @@
+package projections_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/roomcast/roomcast/domain"
+	"github.com/roomcast/roomcast/internal/chattest"
+	"github.com/roomcast/roomcast/projections"
+)
+
+// workload is a random mix of every event type over a few rooms, messages
+// and users, with duplicates, reused ids, unknown messages and no-ops.
+func workload(seed uint64, n int) []*chattest.Event {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	rooms := []string{"r1", "r2", "r3"}
+	msg := func() string { return fmt.Sprintf("m%d", rng.IntN(12)) }
+	user := func() string { return fmt.Sprintf("u%d", rng.IntN(5)) }
+	room := func() string { return rooms[rng.IntN(len(rooms))] }
+	var out []*chattest.Event
+	for len(out) < n {
+		var e *chattest.Event
+		switch k := rng.IntN(20); {
+		case k < 6:
+			e = chattest.MessageCreated(room(), msg(), fmt.Sprintf("text %d <b>", len(out)))
+		case k < 9:
+			e = chattest.MessageEdited(room(), msg(), fmt.Sprintf("edit %d", len(out)))
+		case k < 11:
+			e = chattest.MessageDeleted(room(), msg())
+		case k < 14:
+			e = chattest.MemberJoined(room(), user())
+		case k < 16:
+			e = chattest.MemberLeft(room(), user())
+		case k < 17:
+			e = chattest.UserNotification([]string{user(), user(), user()}, "n")
+		case k < 18:
+			e = chattest.RoomsNotification([]string{room(), room()}, "all")
+		case k < 19 && len(out) > 0:
+			e = out[rng.IntN(len(out))] // redelivery
+		case len(out) > 0:
+			prev := out[rng.IntN(len(out))]
+			e = chattest.MessageCreated(room(), msg(), "reused id").WithID(prev.ID) // conflict
+		default:
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+type outcome struct {
+	Outcome projections.Outcome
+	Unknown bool
+}
+
+func TestBatchEqualsOneByOne(t *testing.T) {
+	for seed := uint64(1); seed <= 6; seed++ {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			events := workload(seed, 300)
+			ctx := context.Background()
+
+			one := newFixture(t)
+			var want []outcome
+			for _, e := range events {
+				o, err := one.p.Project(ctx, e.Envelope(t), noKafka)
+				if err != nil && !errors.Is(err, domain.ErrUnknownMessage) {
+					t.Fatal(err)
+				}
+				want = append(want, outcome{o, err != nil})
+			}
+
+			batched := newFixture(t)
+			rng := rand.New(rand.NewPCG(seed, 99))
+			var got []outcome
+			for start := 0; start < len(events); {
+				end := min(len(events), start+1+rng.IntN(60))
+				items := make([]projections.Item, 0, end-start)
+				for _, e := range events[start:end] {
+					items = append(items, projections.Item{Env: e.Envelope(t), Src: noKafka})
+				}
+				results, err := batched.p.ProjectBatch(ctx, items)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range results {
+					if r.Err != nil && !errors.Is(r.Err, domain.ErrUnknownMessage) {
+						t.Fatal(r.Err)
+					}
+					got = append(got, outcome{r.Outcome, r.Err != nil})
+				}
+				start = end
+			}
+
+			for i := range want {
+				if got[i] != want[i] {
+					t.Errorf("event %d (%s %s): batched %+v, one by one %+v", i, events[i].Type, events[i].ID, got[i], want[i])
+				}
+			}
+			for _, q := range []struct{ name, sql string }{
+				{"messages", `SELECT id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by FROM messages ORDER BY id`},
+				{"room_members", `SELECT room_id, user_id, user_name, user_avatar, joined_at FROM room_members ORDER BY room_id, user_id`},
+				{"rooms", `SELECT room_id, last_seq FROM rooms WHERE last_seq > 0 ORDER BY room_id`},
+				{"events", `SELECT id, type, room_id, seq, data::text, fingerprint, occurred_at FROM events ORDER BY id`},
+				{"deliveries", `SELECT event_id, room_id, seq, channels::text, name, data, socket_id, truncated, parked_reason FROM deliveries ORDER BY id`},
+			} {
+				a, b := dump(t, one.db, q.sql), dump(t, batched.db, q.sql)
+				if !reflect.DeepEqual(a, b) {
+					t.Errorf("%s differ: one by one %d rows, batched %d rows", q.name, len(a), len(b))
+					for i := range min(len(a), len(b)) {
+						if !reflect.DeepEqual(a[i], b[i]) {
+							t.Errorf("first difference at row %d:\n one by one %v\n batched    %v", i, a[i], b[i])
+							break
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func dump(t *testing.T, db *gorm.DB, query string) [][]any {
+	t.Helper()
+	rows, err := db.Raw(query).Rows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out [][]any
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range vals {
+			if b, ok := v.([]byte); ok {
+				vals[i] = string(b)
+			}
+		}
+		out = append(out, vals)
+	}
+	return out
+}
