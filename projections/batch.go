@@ -702,10 +702,6 @@ func (a nullTimes) Value() (driver.Value, error) {
 	return "{" + strings.Join(parts, ",") + "}", nil
 }
 
-func quoteElem(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
-}
-
 func sameOrConflict(stored, got string) Outcome {
 	if stored == got {
 		return Duplicate

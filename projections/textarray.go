@@ -23,9 +23,7 @@ func (a TextArray) Value() (driver.Value, error) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteByte('"')
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s))
-		b.WriteByte('"')
+		b.WriteString(quoteElem(s))
 	}
 	b.WriteByte('}')
 	return b.String(), nil
@@ -40,3 +38,8 @@ func (a *TextArray) Scan(src any) error {
 	*a = out
 	return nil
 }
+
+// arrayElemEscaper escapes a value inside a quoted array element.
+var arrayElemEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+
+func quoteElem(s string) string { return `"` + arrayElemEscaper.Replace(s) + `"` }
