@@ -30,6 +30,9 @@ type Config struct {
 	BatchEvents int           // PUSHER_BATCH_EVENTS
 	Retention   time.Duration // DELIVERY_RETENTION
 
+	BatchMax         int // PROJECTION_BATCH_MAX
+	BatchConcurrency int // PROJECTION_CONCURRENCY
+
 	HTTPAddr        string
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
@@ -119,6 +122,8 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	c.Pusher.Timeout = parseDuration("PUSHER_TIMEOUT", 10*time.Second)
 	c.Pusher.MaxConns = c.MaxInFlight
 	c.Retention = parseDuration("DELIVERY_RETENTION", 24*time.Hour)
+	c.BatchMax = parseInt("PROJECTION_BATCH_MAX", 1000)
+	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL: %q is not debug, info, warn or error", get("LOG_LEVEL", "")))
 	}

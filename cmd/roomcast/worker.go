@@ -55,10 +55,13 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	projector.OnDeliveriesOwed(dispatcher.Wake)
 	registerBacklog(reg, outbox)
 
+	batcher := consumers.NewBatcher(projector, consumers.BatcherConfig{
+		MaxBatch: cfg.BatchMax, Concurrency: cfg.BatchConcurrency, Registerer: reg,
+	})
 	consumer, err := consumers.New(consumers.Config{
 		Kafka: cfg.Kafka, Topic: cfg.Topic, DLQTopic: cfg.DLQTopic, ConsumerGroup: cfg.ConsumerGroup,
 		InitialOffset: cfg.InitialOffset, Logger: log.With(slog.String("component", "consumer")), Registerer: reg,
-	}, projector)
+	}, batcher)
 	if err != nil {
 		return err
 	}
@@ -80,7 +83,14 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	g, gctx := errgroup.WithContext(runCtx)
-	g.Go(func() error { return consumer.Run(gctx) })
+	// The batcher stops after the consumer: handlers in flight get their answers.
+	batchCtx, stopBatcher := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopBatcher()
+	g.Go(func() error { return batcher.Run(batchCtx) })
+	g.Go(func() error {
+		defer stopBatcher()
+		return consumer.Run(gctx)
+	})
 	g.Go(func() error { return dispatcher.Run(gctx) })
 	g.Go(func() error {
 		// Commits of other replicas wake this one's dispatcher when it leads.
