@@ -1,0 +1,656 @@
+package consumers
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// KeyedSubscriberConfig configures a KeyedSubscriber. Zero values mean the
+// defaults given with each field.
+type KeyedSubscriberConfig struct {
+	Brokers       []string
+	ConsumerGroup string
+	// Sarama is the base configuration (client id, SASL, TLS, rebalance
+	// strategy, timeouts); it is copied, not modified. The subscriber sets
+	// Consumer.Offsets.Initial from InitialOffset, and forces auto-commit on and
+	// Consumer.Return.Errors (errors are logged). Default: sarama.NewConfig()
+	// with client id "roomcast".
+	Sarama *sarama.Config
+	// InitialOffset is where a group without a committed offset starts:
+	// sarama.OffsetOldest (default) or sarama.OffsetNewest.
+	InitialOffset int64
+	// MaxInFlightPerPartition caps the messages of one partition held between
+	// being read from Kafka and their offset becoming committable (all earlier
+	// ones acked), handed out or not (default 1000).
+	MaxInFlightPerPartition int
+	// MaxInFlight caps the same over all partitions and subscriptions of the
+	// subscriber (default 10000).
+	MaxInFlight int
+	// NackResendSleep is how long a nacked message waits before it is handed
+	// out again (default 100ms; negative: at once).
+	NackResendSleep time.Duration
+	// DrainTimeout bounds how long a revoked partition (rebalance, Close, ctx
+	// end) waits for its handed-out messages to be acked or nacked, so that
+	// their offsets are marked before the session ends (default 10s; must be
+	// below Sarama's Consumer.Group.Rebalance.Timeout). When it passes, the
+	// contexts of the messages still out are cancelled and their acks ignored.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+func (c *KeyedSubscriberConfig) setDefaults() {
+	if c.Sarama == nil {
+		c.Sarama = sarama.NewConfig()
+		c.Sarama.ClientID = "roomcast"
+	}
+	if c.InitialOffset == 0 {
+		c.InitialOffset = sarama.OffsetOldest
+	}
+	if c.MaxInFlightPerPartition == 0 {
+		c.MaxInFlightPerPartition = 1000
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 10000
+	}
+	if c.NackResendSleep == 0 {
+		c.NackResendSleep = 100 * time.Millisecond
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports every problem of the configuration at once. Zero values
+// are valid: they mean the defaults.
+func (c KeyedSubscriberConfig) Validate() error {
+	c.setDefaults() // c is a copy
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("keyed subscriber: no brokers"))
+	}
+	if c.ConsumerGroup == "" {
+		errs = append(errs, errors.New("keyed subscriber: no consumer group"))
+	}
+	if c.InitialOffset != sarama.OffsetOldest && c.InitialOffset != sarama.OffsetNewest {
+		errs = append(errs, fmt.Errorf("keyed subscriber: initial offset %d is neither sarama.OffsetOldest nor sarama.OffsetNewest", c.InitialOffset))
+	}
+	if c.MaxInFlightPerPartition < 0 {
+		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlightPerPartition %d is negative", c.MaxInFlightPerPartition))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlight %d is negative", c.MaxInFlight))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("keyed subscriber: DrainTimeout %v is negative", c.DrainTimeout))
+	}
+	if err := c.Sarama.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("keyed subscriber: sarama config: %w", err))
+	}
+	if c.DrainTimeout >= c.Sarama.Consumer.Group.Rebalance.Timeout {
+		errs = append(errs, fmt.Errorf("keyed subscriber: DrainTimeout %v must be below Consumer.Group.Rebalance.Timeout %v",
+			c.DrainTimeout, c.Sarama.Consumer.Group.Rebalance.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// KeyedSubscriber is a Watermill subscriber on a Sarama consumer group that
+// keeps many messages of a partition in flight while keeping per-key order.
+//
+// Unlike watermill-kafka's subscriber (one message per partition until it is
+// acked), it hands out every message whose key has no earlier message of the
+// same partition still unacked (a nil and an empty key count as one key), so a
+// handler, or the Router's goroutine per message, can work on many events of a
+// partition at once, e.g. to batch them into one transaction, while the events
+// of one key (room) are still processed one at a time and in partition order.
+//
+// An offset is marked only when it and every earlier offset of the partition
+// were acked, so a crash never skips an unprocessed message; Sarama's
+// auto-commit commits marked offsets periodically and when a session ends. A
+// nacked message is handed out again after NackResendSleep and holds back the
+// later messages of its key (only those) until acked.
+//
+// Messages carry the Kafka value as payload, the headers as metadata (the
+// "_watermill_message_uuid" header as UUID), as kafka.DefaultMarshaler
+// decodes them, and in their context the partition, offset, timestamp and key,
+// readable with watermill-kafka's kafka.MessagePartitionFromCtx,
+// MessagePartitionOffsetFromCtx, MessageTimestampFromCtx and
+// MessageKeyFromCtx. A message's context keeps the values of Subscribe's ctx
+// but not its cancellation: when ctx ends or Close is called, handlers in flight
+// get DrainTimeout to finish; the context is cancelled once the message is
+// acked or nacked, or when that time is up.
+type KeyedSubscriber struct {
+	cfg    KeyedSubscriberConfig
+	sarama *sarama.Config
+	log    *slog.Logger
+	tokens chan struct{} // one per message held, over all partitions
+
+	closeCtx  context.Context // cancelled by Close
+	closeNow  context.CancelFunc
+	mu        sync.Mutex
+	closed    bool
+	subs      sync.WaitGroup
+	partition map[keyedTopicPartition]*keyedPartition
+}
+
+type keyedTopicPartition struct {
+	topic     string
+	partition int32
+}
+
+// NewKeyedSubscriber checks cfg and returns a subscriber; it connects on Subscribe.
+func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := kafkaCtxKeysErr(); err != nil {
+		return nil, err
+	}
+	sc := *cfg.Sarama // the caller's configuration stays as it was
+	sc.Consumer.Offsets.Initial = cfg.InitialOffset
+	// Committing is Sarama's periodic auto-commit of what was marked; turning
+	// it off would commit nothing.
+	sc.Consumer.Offsets.AutoCommit.Enable = true
+	sc.Consumer.Return.Errors = true
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("keyed subscriber: sarama config: %w", err)
+	}
+	closeCtx, closeNow := context.WithCancel(context.Background())
+	return &KeyedSubscriber{
+		cfg:       cfg,
+		sarama:    &sc,
+		log:       cfg.Logger.With(slog.String("consumer_group", cfg.ConsumerGroup)),
+		tokens:    make(chan struct{}, cfg.MaxInFlight),
+		closeCtx:  closeCtx,
+		closeNow:  closeNow,
+		partition: make(map[keyedTopicPartition]*keyedPartition),
+	}, nil
+}
+
+// Subscribe joins the consumer group for topic and returns the channel of its
+// messages, closed once ctx ends or Close is called and the partitions were
+// drained. Each call is a separate member of the group.
+func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("keyed subscriber: closed")
+	}
+	s.subs.Add(1)
+	s.mu.Unlock()
+
+	group, err := sarama.NewConsumerGroup(s.cfg.Brokers, s.cfg.ConsumerGroup, s.sarama)
+	if err != nil {
+		s.subs.Done()
+		return nil, fmt.Errorf("keyed subscriber: join consumer group %s for %s: %w", s.cfg.ConsumerGroup, topic, err)
+	}
+	out := make(chan *message.Message)
+	consumeCtx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closeCtx, cancel)
+	h := &keyedGroupHandler{s: s, out: out, msgCtx: context.WithoutCancel(ctx)}
+	log := s.log.With(slog.String("topic", topic))
+	go func() {
+		defer s.subs.Done()
+		errsDone := make(chan struct{})
+		go func() {
+			defer close(errsDone)
+			for err := range group.Errors() {
+				log.Warn("kafka consumer group error", slog.Any("err", err))
+			}
+		}()
+		s.consume(consumeCtx, group, topic, h, log)
+		// Every ConsumeClaim has returned: nothing sends on out any more.
+		if err := group.Close(); err != nil {
+			log.Warn("close kafka consumer group", slog.Any("err", err))
+		}
+		<-errsDone
+		stop()
+		cancel()
+		close(out)
+	}()
+	return out, nil
+}
+
+// consume runs consumer group sessions until ctx ends; a session ends at
+// every rebalance.
+func (s *KeyedSubscriber) consume(ctx context.Context, group sarama.ConsumerGroup, topic string, h *keyedGroupHandler, log *slog.Logger) {
+	for ctx.Err() == nil {
+		err := group.Consume(ctx, []string{topic}, h)
+		if ctx.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
+			return
+		}
+		if err != nil {
+			log.Warn("kafka consume failed; retrying in 1s", slog.Any("err", err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// Close stops consuming, lets every partition drain (see DrainTimeout),
+// waits until the sessions ended (committing marked offsets) and the output
+// channels are closed. It is safe to call more than once.
+func (s *KeyedSubscriber) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.closeNow()
+	s.subs.Wait()
+	return nil
+}
+
+// KeyedPartitionStats is the state of one partition the subscriber holds now.
+type KeyedPartitionStats struct {
+	Topic     string
+	Partition int32
+	// InFlight counts the messages read and not yet committable (not acked,
+	// or acked behind one that is not): at most MaxInFlightPerPartition.
+	InFlight int
+	// Processing counts the messages handed out and not yet acked or nacked.
+	Processing int
+	// Marked is the offset the group resumes from as far as this member
+	// knows (the last marked offset, else the one the claim started from; -1
+	// while unknown). Marked offsets are committed within Sarama's
+	// Consumer.Offsets.AutoCommit.Interval.
+	Marked int64
+	// HighWaterMark is the offset the next produced message will get; lag is
+	// HighWaterMark - Marked.
+	HighWaterMark int64
+}
+
+// Stats returns the state of the partitions currently claimed, by topic and partition.
+func (s *KeyedSubscriber) Stats() []KeyedPartitionStats {
+	s.mu.Lock()
+	parts := make([]*keyedPartition, 0, len(s.partition))
+	for _, p := range s.partition {
+		parts = append(parts, p)
+	}
+	s.mu.Unlock()
+	stats := make([]KeyedPartitionStats, 0, len(parts))
+	for _, p := range parts {
+		p.mu.Lock()
+		stats = append(stats, KeyedPartitionStats{
+			Topic: p.topic, Partition: p.id,
+			InFlight: len(p.order), Processing: p.processing, Marked: p.marked,
+			HighWaterMark: p.claim.HighWaterMarkOffset(),
+		})
+		p.mu.Unlock()
+	}
+	slices.SortFunc(stats, func(a, b KeyedPartitionStats) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	return stats
+}
+
+func (s *KeyedSubscriber) register(p *keyedPartition) {
+	s.mu.Lock()
+	s.partition[keyedTopicPartition{p.topic, p.id}] = p
+	s.mu.Unlock()
+}
+
+func (s *KeyedSubscriber) unregister(p *keyedPartition) {
+	s.mu.Lock()
+	if k := (keyedTopicPartition{p.topic, p.id}); s.partition[k] == p {
+		delete(s.partition, k)
+	}
+	s.mu.Unlock()
+}
+
+// keyedGroupHandler is the Sarama handler of one subscription.
+type keyedGroupHandler struct {
+	s      *KeyedSubscriber
+	out    chan<- *message.Message
+	msgCtx context.Context // Subscribe's ctx without its cancellation
+}
+
+func (*keyedGroupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (*keyedGroupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+func (h *keyedGroupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	p := &keyedPartition{
+		s: h.s, topic: claim.Topic(), id: claim.Partition(), sess: sess, claim: claim, out: h.out, msgCtx: h.msgCtx,
+		log:    h.s.log.With(slog.String("topic", claim.Topic()), slog.Int("partition", int(claim.Partition()))),
+		notify: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		keys:   make(map[string][]*keyedRecord),
+		marked: -1,
+	}
+	if off := claim.InitialOffset(); off >= 0 {
+		p.marked = off
+	}
+	h.s.register(p)
+	defer h.s.unregister(p)
+	p.run()
+	return nil
+}
+
+// keyedPartition is one claimed partition: its messages from being read
+// until their offset is marked.
+type keyedPartition struct {
+	s      *KeyedSubscriber
+	topic  string
+	id     int32
+	sess   sarama.ConsumerGroupSession
+	claim  sarama.ConsumerGroupClaim
+	out    chan<- *message.Message
+	msgCtx context.Context
+	log    *slog.Logger
+
+	notify   chan struct{} // wakes run after a change by a watcher
+	done     chan struct{} // closed when the claim is over
+	watchers sync.WaitGroup
+
+	mu         sync.Mutex
+	order      []*keyedRecord            // held messages by offset; the acked prefix is popped and marked
+	keys       map[string][]*keyedRecord // held, unacked messages by key, by offset; the first may be out
+	ready      []*keyedRecord            // first of their key, not out: to hand out
+	processing int                       // handed out, not acked or nacked
+	marked     int64
+	draining   bool // no more handing out
+	closed     bool // claim over: acks are ignored
+}
+
+// keyedRecord is a Kafka message held by its partition.
+type keyedRecord struct {
+	offset int64
+	key    string
+	base   context.Context // msgCtx with the Kafka values
+	msg    *message.Message
+	cancel context.CancelFunc // of msg's context
+	acked  bool
+}
+
+// run hands out messages until the claim is released or the session ends,
+// then drains.
+func (p *keyedPartition) run() {
+	msgs := p.claim.Messages()
+	sessionDone := p.sess.Context().Done()
+	// pending was read but holds no token yet: at most one per partition
+	// beyond the caps, so that a partition never holds an idle token and the
+	// end of the claim (Messages closing) is seen while below the cap.
+	var pending *sarama.ConsumerMessage
+	for {
+		p.mu.Lock()
+		var next *keyedRecord
+		var nextMsg *message.Message
+		if len(p.ready) > 0 {
+			next, nextMsg = p.ready[0], p.ready[0].msg
+		}
+		full := len(p.order) >= p.s.cfg.MaxInFlightPerPartition
+		p.mu.Unlock()
+
+		var in <-chan *sarama.ConsumerMessage
+		var admit chan<- struct{}
+		if pending == nil {
+			in = msgs
+		} else if !full {
+			admit = p.s.tokens
+		}
+		var out chan<- *message.Message
+		if next != nil {
+			out = p.out
+		}
+
+		select {
+		case km, ok := <-in:
+			if !ok {
+				p.drain("claim released")
+				return
+			}
+			pending = km
+		case admit <- struct{}{}:
+			p.admit(pending)
+			pending = nil
+		case out <- nextMsg:
+			p.handOut(next, nextMsg)
+		case <-p.notify:
+		case <-sessionDone:
+			p.drain("session ended")
+			return
+		}
+	}
+}
+
+// admit holds km (its token taken) and makes it ready if its key has no
+// earlier message held.
+func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
+	ctx := p.msgCtx
+	ctx = context.WithValue(ctx, kafkaCtxKeys.partition, km.Partition)
+	ctx = context.WithValue(ctx, kafkaCtxKeys.offset, km.Offset)
+	ctx = context.WithValue(ctx, kafkaCtxKeys.timestamp, km.Timestamp)
+	ctx = context.WithValue(ctx, kafkaCtxKeys.key, km.Key)
+	msg, err := kafka.DefaultMarshaler{}.Unmarshal(km)
+	if err != nil { // DefaultMarshaler does not fail; keep the value regardless
+		msg = message.NewMessage("", km.Value)
+	}
+	rec := &keyedRecord{offset: km.Offset, key: string(km.Key), base: ctx}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rec.setMessage(msg)
+	p.order = append(p.order, rec)
+	q := p.keys[rec.key]
+	p.keys[rec.key] = append(q, rec)
+	if len(q) == 0 {
+		p.ready = append(p.ready, rec)
+	}
+}
+
+// setMessage makes msg the record's current delivery, with its own context.
+func (r *keyedRecord) setMessage(msg *message.Message) {
+	ctx, cancel := context.WithCancel(r.base)
+	msg.SetContext(ctx)
+	r.msg, r.cancel = msg, cancel
+}
+
+// handOut records that rec's msg was sent, and watches for its ack.
+func (p *keyedPartition) handOut(rec *keyedRecord, msg *message.Message) {
+	p.mu.Lock()
+	p.ready[0] = nil
+	p.ready = p.ready[1:]
+	p.processing++
+	p.mu.Unlock()
+	p.watchers.Add(1)
+	go p.watch(rec, msg)
+}
+
+func (p *keyedPartition) watch(rec *keyedRecord, msg *message.Message) {
+	defer p.watchers.Done()
+	select {
+	case <-msg.Acked():
+		p.ack(rec)
+	case <-msg.Nacked():
+		if !p.nack(rec) {
+			return
+		}
+		if d := p.s.cfg.NackResendSleep; d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-p.done:
+				return
+			}
+		}
+		p.resend(rec)
+	case <-p.done:
+	}
+}
+
+// ack releases the next message of rec's key and marks the offset after the
+// acked prefix.
+func (p *keyedPartition) ack(rec *keyedRecord) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	rec.cancel()
+	rec.acked, rec.msg = true, nil
+	p.processing--
+	q := p.keys[rec.key]
+	q[0] = nil // q[0] is rec: only the first of a key is ever out
+	if q = q[1:]; len(q) == 0 {
+		delete(p.keys, rec.key)
+	} else {
+		p.keys[rec.key] = q
+		p.ready = append(p.ready, q[0])
+	}
+	n := 0
+	for n < len(p.order) && p.order[n].acked {
+		n++
+	}
+	if n > 0 {
+		next := p.order[n-1].offset + 1
+		clear(p.order[:n])
+		p.order = p.order[n:]
+		p.marked = next
+		p.sess.MarkOffset(p.topic, p.id, next, "")
+	}
+	p.mu.Unlock()
+	for range n {
+		<-p.s.tokens
+	}
+	p.wake()
+}
+
+// nack records that rec is no longer out; it reports whether to hand it out again.
+func (p *keyedPartition) nack(rec *keyedRecord) bool {
+	p.mu.Lock()
+	defer p.wake()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	rec.cancel()
+	p.processing--
+	return !p.draining
+}
+
+// resend makes a fresh copy of rec's message ready again; it is still first of its key.
+func (p *keyedPartition) resend(rec *keyedRecord) {
+	p.mu.Lock()
+	defer p.wake()
+	defer p.mu.Unlock()
+	if p.closed || p.draining {
+		return
+	}
+	rec.setMessage(rec.msg.Copy())
+	p.ready = append(p.ready, rec)
+}
+
+func (p *keyedPartition) wake() {
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// drain stops handing out, waits up to DrainTimeout for the messages out to
+// be acked or nacked (their acks still mark offsets), then lets go of the
+// partition: later acks are ignored and the held messages' tokens returned.
+func (p *keyedPartition) drain(why string) {
+	p.mu.Lock()
+	p.draining = true
+	p.mu.Unlock()
+	timer := time.NewTimer(p.s.cfg.DrainTimeout)
+	defer timer.Stop()
+wait:
+	for {
+		p.mu.Lock()
+		n := p.processing
+		p.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-p.notify:
+		case <-timer.C:
+			p.log.Warn("partition released with messages still unacked; they will be delivered again",
+				slog.String("why", why), slog.Int("unacked", n), slog.Duration("drain_timeout", p.s.cfg.DrainTimeout))
+			break wait
+		}
+	}
+	p.mu.Lock()
+	p.closed = true
+	held := p.order
+	p.order, p.ready, p.keys = nil, nil, nil
+	p.mu.Unlock()
+	for _, rec := range held {
+		rec.cancel()
+		<-p.s.tokens
+	}
+	close(p.done)
+	p.watchers.Wait()
+	p.log.Debug("partition released", slog.String("why", why), slog.Int64("marked", p.marked))
+}
+
+// kafkaCtxKeys are the context keys that watermill-kafka's exported getters
+// (kafka.MessagePartitionFromCtx and the others) read. Its setters are
+// unexported, so the keys are learnt by asking each getter with a context
+// that records the key it looks up; kafkaCtxKeysErr checks the result.
+var kafkaCtxKeys = struct{ partition, offset, timestamp, key any }{
+	partition: probeCtxKey(func(ctx context.Context) { kafka.MessagePartitionFromCtx(ctx) }),
+	offset:    probeCtxKey(func(ctx context.Context) { kafka.MessagePartitionOffsetFromCtx(ctx) }),
+	timestamp: probeCtxKey(func(ctx context.Context) { kafka.MessageTimestampFromCtx(ctx) }),
+	key:       probeCtxKey(func(ctx context.Context) { kafka.MessageKeyFromCtx(ctx) }),
+}
+
+// ctxKeyProbe is a context that records the keys looked up in it.
+type ctxKeyProbe struct {
+	context.Context
+	keys []any
+}
+
+func (p *ctxKeyProbe) Value(key any) any {
+	p.keys = append(p.keys, key)
+	return nil
+}
+
+// probeCtxKey returns the one key get looks up, or nil.
+func probeCtxKey(get func(context.Context)) any {
+	p := &ctxKeyProbe{Context: context.Background()}
+	get(p)
+	if len(p.keys) != 1 || p.keys[0] == nil || !reflect.TypeOf(p.keys[0]).Comparable() {
+		return nil
+	}
+	return p.keys[0]
+}
+
+// kafkaCtxKeysErr reports whether values stored under kafkaCtxKeys read back
+// through watermill-kafka's getters.
+var kafkaCtxKeysErr = sync.OnceValue(func() error {
+	k := kafkaCtxKeys
+	if k.partition == nil || k.offset == nil || k.timestamp == nil || k.key == nil {
+		return errors.New("keyed subscriber: cannot learn watermill-kafka's message context keys")
+	}
+	ts := time.Unix(1700000000, 0)
+	ctx := context.WithValue(context.Background(), k.partition, int32(7))
+	ctx = context.WithValue(ctx, k.offset, int64(42))
+	ctx = context.WithValue(ctx, k.timestamp, ts)
+	ctx = context.WithValue(ctx, k.key, []byte("room-1"))
+	p, ok1 := kafka.MessagePartitionFromCtx(ctx)
+	o, ok2 := kafka.MessagePartitionOffsetFromCtx(ctx)
+	t, ok3 := kafka.MessageTimestampFromCtx(ctx)
+	key, ok4 := kafka.MessageKeyFromCtx(ctx)
+	if !ok1 || !ok2 || !ok3 || !ok4 || p != 7 || o != 42 || !t.Equal(ts) || string(key) != "room-1" {
+		return errors.New("keyed subscriber: watermill-kafka's message context getters do not read the learnt keys")
+	}
+	return nil
+})
