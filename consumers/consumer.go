@@ -25,6 +25,9 @@ type Config struct {
 	InitialOffset string
 	// CloseTimeout bounds how long stopping waits for the handler in flight (default 20s).
 	CloseTimeout time.Duration
+	// MaxInFlightPerPartition and MaxInFlight bound the messages handed out
+	// before acknowledgement (defaults 1000 and 10000; see KeyedSubscriberConfig).
+	MaxInFlightPerPartition, MaxInFlight int
 	// RetryMaxInterval caps the backoff between retries of a transient failure (default 5s).
 	RetryMaxInterval time.Duration
 	Logger           *slog.Logger
@@ -88,18 +91,23 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	}
 	logger := watermill.NewSlogLogger(cfg.Logger)
 
-	subConfig := kafka.DefaultSaramaSubscriberConfig()
+	subConfig := sarama.NewConfig()
 	cfg.Kafka.apply(subConfig)
-	subConfig.Consumer.Offsets.Initial = sarama.OffsetOldest
+	initial := sarama.OffsetOldest
 	if cfg.InitialOffset == "latest" {
-		subConfig.Consumer.Offsets.Initial = sarama.OffsetNewest
+		initial = sarama.OffsetNewest
 	}
-	subscriber, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		Brokers:               cfg.Kafka.Brokers,
-		Unmarshaler:           kafka.DefaultMarshaler{},
-		OverwriteSaramaConfig: subConfig,
-		ConsumerGroup:         cfg.ConsumerGroup,
-	}, logger)
+	// Many messages of a partition in flight, one per key (room) at a time,
+	// so that the batcher can put many events in one transaction.
+	subscriber, err := NewKeyedSubscriber(KeyedSubscriberConfig{
+		Brokers:                 cfg.Kafka.Brokers,
+		ConsumerGroup:           cfg.ConsumerGroup,
+		Sarama:                  subConfig,
+		InitialOffset:           initial,
+		MaxInFlightPerPartition: cfg.MaxInFlightPerPartition,
+		MaxInFlight:             cfg.MaxInFlight,
+		Logger:                  cfg.Logger,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("create kafka subscriber for %s: %w", cfg.Topic, err)
 	}

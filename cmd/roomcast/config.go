@@ -30,8 +30,10 @@ type Config struct {
 	BatchEvents int           // PUSHER_BATCH_EVENTS
 	Retention   time.Duration // DELIVERY_RETENTION
 
-	BatchMax         int // PROJECTION_BATCH_MAX
-	BatchConcurrency int // PROJECTION_CONCURRENCY
+	InFlightPerPartition int // KAFKA_MAX_IN_FLIGHT_PER_PARTITION
+	InFlight             int // KAFKA_MAX_IN_FLIGHT
+	BatchMax             int // PROJECTION_BATCH_MAX
+	BatchConcurrency     int // PROJECTION_CONCURRENCY
 
 	HTTPAddr        string
 	ShutdownTimeout time.Duration
@@ -122,6 +124,8 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	c.Pusher.Timeout = parseDuration("PUSHER_TIMEOUT", 10*time.Second)
 	c.Pusher.MaxConns = c.MaxInFlight
 	c.Retention = parseDuration("DELIVERY_RETENTION", 24*time.Hour)
+	c.InFlightPerPartition = parseInt("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", 1000)
+	c.InFlight = parseInt("KAFKA_MAX_IN_FLIGHT", 10000)
 	c.BatchMax = parseInt("PROJECTION_BATCH_MAX", 1000)
 	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
