@@ -239,9 +239,27 @@ func (a int64Array) Value() (driver.Value, error) {
 	return b.String(), nil
 }
 
-// OutboxChannel is the Postgres notification channel on which every commit
-// that adds deliveries is announced.
+// OutboxChannel is the Postgres notification channel on which commits that
+// add deliveries are announced (see Notify).
 const OutboxChannel = "roomcast_outbox"
+
+// Leading reports whether this process held the dispatch lock at its last check.
+func (o *Outbox) Leading() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.leading
+}
+
+// Notify announces on OutboxChannel that deliveries were committed, waking
+// the dispatcher of whichever process leads. It is a transaction of its own,
+// after the projection's commit: a notifying transaction takes a global lock
+// at commit, which must not be held through the projection's WAL flush.
+func (o *Outbox) Notify(ctx context.Context) error {
+	if err := o.db.WithContext(ctx).Exec(`SELECT pg_notify(?, '')`, OutboxChannel).Error; err != nil {
+		return fmt.Errorf("notify %s: %w", OutboxChannel, err)
+	}
+	return nil
+}
 
 // Listen calls wake once at start and then whenever any process commits
 // deliveries to this database's outbox, until ctx ends. It reconnects after

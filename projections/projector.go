@@ -330,10 +330,10 @@ func insertDeliveries(tx *gorm.DB, ds []domain.Delivery) error {
 	if err := tx.Exec(sql.String(), args...).Error; err != nil {
 		return fmt.Errorf("insert deliveries: %w", err)
 	}
-	// Wakes the dispatcher of whichever process leads (delivered on commit).
-	if err := tx.Exec(`SELECT pg_notify(?, '')`, OutboxChannel).Error; err != nil {
-		return fmt.Errorf("notify outbox: %w", err)
-	}
+	// No NOTIFY here: Postgres serialises the commits of notifying
+	// transactions behind one global lock held through the WAL flush, which
+	// would stop concurrent batches from sharing a commit. Outbox.Notify
+	// announces commits separately.
 	return nil
 }
 

@@ -52,7 +52,18 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention,
 		Logger: log.With(slog.String("component", "dispatcher")), Registerer: reg,
 	})
-	projector.OnDeliveriesOwed(dispatcher.Wake)
+	// After a commit that owes deliveries: wake this process's dispatcher, and
+	// when another process leads, tell it through Postgres (coalesced).
+	notify := make(chan struct{}, 1)
+	projector.OnDeliveriesOwed(func() {
+		dispatcher.Wake()
+		if !outbox.Leading() {
+			select {
+			case notify <- struct{}{}:
+			default:
+			}
+		}
+	})
 	registerBacklog(reg, outbox)
 
 	batcher := consumers.NewBatcher(projector, consumers.BatcherConfig{
@@ -93,6 +104,18 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 		return consumer.Run(gctx)
 	})
 	g.Go(func() error { return dispatcher.Run(gctx) })
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-notify:
+				if err := outbox.Notify(gctx); err != nil && gctx.Err() == nil {
+					log.Warn("announce deliveries to the leading replica", slog.Any("error", err))
+				}
+			}
+		}
+	})
 	g.Go(func() error {
 		// Commits of other replicas wake this one's dispatcher when it leads.
 		return outbox.Listen(gctx, dispatcher.Wake, func(err error) {
