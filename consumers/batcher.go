@@ -83,11 +83,12 @@ func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projecti
 	case <-b.stopped:
 		return 0, errBatcherStopped
 	}
+	// Every request is answered: once its event is in a running batch, the
+	// handler waits for the commit even if ctx ends meanwhile, so that a
+	// committed event is acknowledged (a stop then re-projects nothing).
 	select {
 	case a := <-req.done:
 		return a.outcome, a.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
 	case <-b.stopped:
 		// Run finished every batch it took before stopping: an answer may be waiting.
 		select {
@@ -133,12 +134,15 @@ func (b *Batcher) Run(ctx context.Context) error {
 }
 
 func (b *Batcher) project(batch []batchRequest) {
-	// A waiter that gave up (its message will come back) leaves the batch.
+	// A waiter whose context ended before its batch started leaves it (its
+	// message is not acknowledged and comes back).
 	live := batch[:0]
 	for _, r := range batch {
-		if r.ctx.Err() == nil {
-			live = append(live, r)
+		if err := r.ctx.Err(); err != nil {
+			r.done <- batchAnswer{err: err}
+			continue
 		}
+		live = append(live, r)
 	}
 	if len(live) == 0 {
 		return

@@ -575,11 +575,30 @@ wait:
 	for {
 		p.mu.Lock()
 		n := p.processing
+		gap := p.nextGapLocked()
+		var gapMsg *message.Message
+		if gap != nil {
+			gapMsg = gap.msg
+		}
 		p.mu.Unlock()
-		if n == 0 {
+		if n == 0 && gap == nil {
 			break
 		}
+		// Messages below the highest acked offset are still handed out, so
+		// that the committed prefix reaches everything processed: a stop then
+		// leaves nothing processed to be delivered again.
+		var out chan<- *message.Message
+		if gap != nil {
+			out = p.out
+		}
 		select {
+		case out <- gapMsg:
+			p.mu.Lock()
+			p.ready = slices.DeleteFunc(p.ready, func(r *keyedRecord) bool { return r == gap })
+			p.processing++
+			p.mu.Unlock()
+			p.watchers.Add(1)
+			go p.watch(gap, gapMsg)
 		case <-p.notify:
 		case <-timer.C:
 			p.log.Warn("partition released with messages still unacked; they will be delivered again",
@@ -599,6 +618,24 @@ wait:
 	close(p.done)
 	p.watchers.Wait()
 	p.log.Debug("partition released", slog.String("why", why), slog.Int64("marked", p.marked))
+}
+
+// nextGapLocked returns a ready message whose offset is below the highest
+// acked one (it holds the committed prefix back), or nil.
+func (p *keyedPartition) nextGapLocked() *keyedRecord {
+	limit := int64(-1)
+	for i := len(p.order) - 1; i >= 0; i-- {
+		if p.order[i].acked {
+			limit = p.order[i].offset
+			break
+		}
+	}
+	for _, r := range p.ready {
+		if r.offset < limit {
+			return r
+		}
+	}
+	return nil
 }
 
 // kafkaCtxKeys are the context keys that watermill-kafka's exported getters
