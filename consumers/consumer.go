@@ -111,6 +111,9 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kafka subscriber for %s: %w", cfg.Topic, err)
 	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(newLagCollector(subscriber))
+	}
 	publisher, err := kafka.NewPublisher(kafka.PublisherConfig{
 		Brokers:               cfg.Kafka.Brokers,
 		Marshaler:             keyPreservingMarshaler{},

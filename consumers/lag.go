@@ -1,0 +1,42 @@
+package consumers
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// lagCollector exports, at scrape time, the lag and in-flight messages of the
+// partitions this process holds.
+type lagCollector struct {
+	sub      *KeyedSubscriber
+	lag      *prometheus.Desc
+	inFlight *prometheus.Desc
+}
+
+func newLagCollector(sub *KeyedSubscriber) *lagCollector {
+	return &lagCollector{
+		sub: sub,
+		lag: prometheus.NewDesc("roomcast_kafka_consumer_lag",
+			"Messages of a partition held by this process not yet committable: high-water mark minus the marked offset.",
+			[]string{"topic", "partition"}, nil),
+		inFlight: prometheus.NewDesc("roomcast_kafka_in_flight",
+			"Messages of a partition read and not yet committable (bounded by KAFKA_MAX_IN_FLIGHT_PER_PARTITION).",
+			[]string{"topic", "partition"}, nil),
+	}
+}
+
+func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.lag
+	ch <- c.inFlight
+}
+
+func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.sub.Stats() {
+		part := strconv.Itoa(int(st.Partition))
+		if st.Marked >= 0 && st.HighWaterMark >= st.Marked {
+			ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(st.HighWaterMark-st.Marked), st.Topic, part)
+		}
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(st.InFlight), st.Topic, part)
+	}
+}
