@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 20s
 
-.PHONY: run test build vet fuzz bench sample clean
+.PHONY: run test build vet fuzz bench sample clean bench-ingest
 
 ## run: everything on this machine with embedded defaults (in-process Kafka, throwaway Postgres, local Pusher capture)
 run:
@@ -36,3 +36,7 @@ sample:
 
 clean:
 	rm -rf bin .roomcast
+
+## bench-ingest: end-to-end ingestion benchmarks (roomcast run as a subprocess over a 200,000-event backlog, then produce->Pusher latency)
+bench-ingest:
+	$(GO) test -run='^$$' -bench='^BenchmarkIngest' -benchtime=1x -count=1 -timeout=30m ./cmd/roomcast/

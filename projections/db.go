@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -18,7 +20,22 @@ import (
 // and checks that it answers. The URL is never included in errors: it may
 // hold a password.
 func Open(ctx context.Context, dsn string, maxConns int) (*gorm.DB, error) {
-	db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{
+	pgxConfig, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", redact(err, dsn))
+	}
+	// Plan every execution with its real parameters. pgx caches prepared
+	// statements, and Postgres would otherwise settle on a generic plan made
+	// while the tables were small (a sequential scan of messages, a hash join
+	// over all of events) and keep it as they grow: batches then slowed from
+	// ~4,000 to ~1,700 events/s within a minute.
+	if pgxConfig.RuntimeParams == nil {
+		pgxConfig.RuntimeParams = map[string]string{}
+	}
+	if _, set := pgxConfig.RuntimeParams["plan_cache_mode"]; !set {
+		pgxConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
+	db, err := gorm.Open(postgres.New(postgres.Config{Conn: stdlib.OpenDB(*pgxConfig)}), &gorm.Config{
 		SkipDefaultTransaction: true,
 		Logger:                 logger.Discard,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
