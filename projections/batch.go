@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"gorm.io/gorm"
 
 	"github.com/roomcast/roomcast/domain"
@@ -244,8 +244,8 @@ func (b *batch) claim(tx *gorm.DB) ([]bool, error) {
 		  WITH ORDINALITY AS u(id, type, source, subject, room_id, data, fingerprint, occurred_at, kafka_partition, kafka_offset, n)
 		ORDER BY u.n
 		ON CONFLICT (id) DO NOTHING RETURNING id`,
-		TextArray(ids), TextArray(types), TextArray(sources), nullTexts(subjects), nullTexts(rooms), TextArray(data),
-		TextArray(prints), timeArray(occurred), nullInts(partitions), nullInts(offsets)).Scan(&inserted).Error
+		arr(ids), arr(types), arr(sources), arr(subjects), arr(rooms), arr(data),
+		arr(prints), arr(occurred), arr(partitions), arr(offsets)).Scan(&inserted).Error
 	if err != nil {
 		return nil, fmt.Errorf("insert events: %w", err)
 	}
@@ -263,7 +263,7 @@ func (b *batch) claim(tx *gorm.DB) ([]bool, error) {
 	}
 	if len(old) > 0 {
 		var stored []struct{ ID, Fingerprint string }
-		if err := tx.Raw(`SELECT id, fingerprint FROM events WHERE id = ANY(?::text[])`, TextArray(old)).Scan(&stored).Error; err != nil {
+		if err := tx.Raw(`SELECT id, fingerprint FROM events WHERE id = ANY(?::text[])`, arr(old)).Scan(&stored).Error; err != nil {
 			return nil, fmt.Errorf("read stored events: %w", err)
 		}
 		for _, st := range stored {
@@ -309,7 +309,7 @@ func (b *batch) load(tx *gorm.DB, claimed []bool) error {
 			LastSeq int64
 		}
 		if err := tx.Raw(`INSERT INTO rooms (room_id) SELECT r FROM unnest(?::text[]) AS r ORDER BY r
-			ON CONFLICT (room_id) DO UPDATE SET room_id = EXCLUDED.room_id RETURNING room_id, last_seq`, TextArray(rooms)).Scan(&locked).Error; err != nil {
+			ON CONFLICT (room_id) DO UPDATE SET room_id = EXCLUDED.room_id RETURNING room_id, last_seq`, arr(rooms)).Scan(&locked).Error; err != nil {
 			return fmt.Errorf("lock rooms: %w", err)
 		}
 		for _, r := range locked {
@@ -323,7 +323,7 @@ func (b *batch) load(tx *gorm.DB, claimed []bool) error {
 			Deleted bool
 		}
 		if err := tx.Raw(`SELECT id, room_id, deleted_at IS NOT NULL AS deleted FROM messages WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE`,
-			TextArray(sortedKeys(msgSet))).Scan(&rows).Error; err != nil {
+			arr(sortedKeys(msgSet))).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("read messages: %w", err)
 		}
 		for _, r := range rows {
@@ -334,7 +334,7 @@ func (b *batch) load(tx *gorm.DB, claimed []bool) error {
 		var rows []struct{ RoomID, UserID string }
 		if err := tx.Raw(`SELECT m.room_id, m.user_id FROM room_members m
 			JOIN unnest(?::text[], ?::text[]) AS u(room_id, user_id) ON m.room_id = u.room_id AND m.user_id = u.user_id`,
-			TextArray(mRooms), TextArray(mUsers)).Scan(&rows).Error; err != nil {
+			arr(mRooms), arr(mUsers)).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("read members: %w", err)
 		}
 		for _, r := range rows {
@@ -466,7 +466,7 @@ func (b *batch) write(tx *gorm.DB) error {
 		}
 	}
 	if len(unrecord) > 0 {
-		if err := exec("unrecord rejected events", `DELETE FROM events WHERE id = ANY(?::text[])`, TextArray(unrecord)); err != nil {
+		if err := exec("unrecord rejected events", `DELETE FROM events WHERE id = ANY(?::text[])`, arr(unrecord)); err != nil {
 			return err
 		}
 	}
@@ -516,8 +516,8 @@ func (b *batch) write(tx *gorm.DB) error {
 	if len(nID) > 0 {
 		if err := exec("insert messages", `INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by)
 			SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[])`,
-			TextArray(nID), TextArray(nRoom), int64Array(nSeq), TextArray(nAuthor), TextArray(nName), nullTexts(nAvatar), TextArray(nContent),
-			timeArray(nCreated), nullTimes(nEdited), nullTexts(nEditBy), nullTimes(nDeleted), nullTexts(nDelBy)); err != nil {
+			arr(nID), arr(nRoom), arr(nSeq), arr(nAuthor), arr(nName), arr(nAvatar), arr(nContent),
+			arr(nCreated), arr(nEdited), arr(nEditBy), arr(nDeleted), arr(nDelBy)); err != nil {
 			return err
 		}
 	}
@@ -528,7 +528,7 @@ func (b *batch) write(tx *gorm.DB) error {
 				deleted_at = COALESCE(u.deleted_at, m.deleted_at), deleted_by = COALESCE(u.deleted_by, m.deleted_by)
 			FROM unnest(?::text[], ?::text[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[]) AS u(id, content, edited_at, edited_by, deleted_at, deleted_by)
 			WHERE m.id = u.id`,
-			TextArray(uID), TextArray(uContent), nullTimes(uEdited), nullTexts(uEditBy), nullTimes(uDeleted), nullTexts(uDelBy)); err != nil {
+			arr(uID), arr(uContent), arr(uEdited), arr(uEditBy), arr(uDeleted), arr(uDelBy)); err != nil {
 			return err
 		}
 	}
@@ -550,14 +550,14 @@ func (b *batch) write(tx *gorm.DB) error {
 	}
 	if len(dRoom) > 0 {
 		if err := exec("delete members", `DELETE FROM room_members m USING unnest(?::text[], ?::text[]) AS u(room_id, user_id)
-			WHERE m.room_id = u.room_id AND m.user_id = u.user_id`, TextArray(dRoom), TextArray(dUser)); err != nil {
+			WHERE m.room_id = u.room_id AND m.user_id = u.user_id`, arr(dRoom), arr(dUser)); err != nil {
 			return err
 		}
 	}
 	if len(iRoom) > 0 {
 		if err := exec("insert members", `INSERT INTO room_members (room_id, user_id, user_name, user_avatar, joined_at)
 			SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[])`,
-			TextArray(iRoom), TextArray(iUser), TextArray(iName), nullTexts(iAvatar), timeArray(iJoined)); err != nil {
+			arr(iRoom), arr(iUser), arr(iName), arr(iAvatar), arr(iJoined)); err != nil {
 			return err
 		}
 	}
@@ -570,7 +570,7 @@ func (b *batch) write(tx *gorm.DB) error {
 		}
 		if err := exec("advance room seqs", `UPDATE rooms AS r SET last_seq = u.last_seq, updated_at = now()
 			FROM unnest(?::text[], ?::bigint[]) AS u(room_id, last_seq) WHERE r.room_id = u.room_id AND r.last_seq <> u.last_seq`,
-			TextArray(rooms), int64Array(last)); err != nil {
+			arr(rooms), arr(last)); err != nil {
 			return err
 		}
 		var ids []string
@@ -579,12 +579,12 @@ func (b *batch) write(tx *gorm.DB) error {
 			ids, seqs = append(ids, id), append(seqs, b.seqOf[id])
 		}
 		if err := exec("set event seqs", `UPDATE events AS e SET seq = u.seq FROM unnest(?::text[], ?::bigint[]) AS u(id, seq) WHERE e.id = u.id`,
-			TextArray(ids), int64Array(seqs)); err != nil {
+			arr(ids), arr(seqs)); err != nil {
 			return err
 		}
 	}
 	if len(b.redactOwn) > 0 {
-		if err := exec("redact events", `UPDATE events SET data = jsonb_set(data, '{content}', '""') WHERE id = ANY(?::text[])`, TextArray(b.redactOwn)); err != nil {
+		if err := exec("redact events", `UPDATE events SET data = jsonb_set(data, '{content}', '""') WHERE id = ANY(?::text[])`, arr(b.redactOwn)); err != nil {
 			return err
 		}
 	}
@@ -601,7 +601,7 @@ func (b *batch) write(tx *gorm.DB) error {
 		if err := exec("redact events", `UPDATE events AS e SET data = jsonb_set(e.data, '{content}', '""')
 			FROM unnest(?::text[], ?::text[]) AS u(room_id, message_id)
 			WHERE e.room_id = u.room_id AND e.type IN ('chat.message.created', 'chat.message.edited') AND e.data ->> 'messageId' = u.message_id`,
-			TextArray(rooms), TextArray(ids)); err != nil {
+			arr(rooms), arr(ids)); err != nil {
 			return err
 		}
 		if err := exec("redact pending deliveries", `UPDATE deliveries SET data = ((data::jsonb || '{"content": ""}') - 'truncated')::text
@@ -609,7 +609,7 @@ func (b *batch) write(tx *gorm.DB) error {
 				SELECT e.id FROM events e JOIN unnest(?::text[], ?::text[]) AS u(room_id, message_id)
 				  ON e.room_id = u.room_id AND e.data ->> 'messageId' = u.message_id
 				WHERE e.type IN ('chat.message.created', 'chat.message.edited'))`,
-			TextArray(rooms), TextArray(ids)); err != nil {
+			arr(rooms), arr(ids)); err != nil {
 			return err
 		}
 	}
@@ -646,60 +646,10 @@ func ptr(s string) *string {
 	return &s
 }
 
-// nullTexts is a text[] whose nil elements are NULL.
-type nullTexts []*string
-
-func (a nullTexts) Value() (driver.Value, error) {
-	parts := make([]string, len(a))
-	for i, s := range a {
-		if s == nil {
-			parts[i] = "NULL"
-		} else {
-			parts[i] = quoteElem(*s)
-		}
-	}
-	return "{" + strings.Join(parts, ",") + "}", nil
-}
-
-// nullInts is a bigint[] whose nil elements are NULL.
-type nullInts []*int64
-
-func (a nullInts) Value() (driver.Value, error) {
-	parts := make([]string, len(a))
-	for i, v := range a {
-		if v == nil {
-			parts[i] = "NULL"
-		} else {
-			parts[i] = fmt.Sprint(*v)
-		}
-	}
-	return "{" + strings.Join(parts, ",") + "}", nil
-}
-
-// timeArray is a timestamptz[].
-type timeArray []time.Time
-
-func (a timeArray) Value() (driver.Value, error) {
-	parts := make([]string, len(a))
-	for i, t := range a {
-		parts[i] = quoteElem(t.UTC().Format(time.RFC3339Nano))
-	}
-	return "{" + strings.Join(parts, ",") + "}", nil
-}
-
-// nullTimes is a timestamptz[] whose nil elements are NULL.
-type nullTimes []*time.Time
-
-func (a nullTimes) Value() (driver.Value, error) {
-	parts := make([]string, len(a))
-	for i, t := range a {
-		if t == nil {
-			parts[i] = "NULL"
-		} else {
-			parts[i] = quoteElem(t.UTC().Format(time.RFC3339Nano))
-		}
-	}
-	return "{" + strings.Join(parts, ",") + "}", nil
+// arr passes xs as one Postgres array parameter, encoded by pgx itself
+// (GORM would expand a plain slice into a list of placeholders).
+func arr[T any](xs []T) pgtype.Array[T] {
+	return pgtype.Array[T]{Elements: xs, Dims: []pgtype.ArrayDimension{{Length: int32(len(xs)), LowerBound: 1}}, Valid: true}
 }
 
 func sameOrConflict(stored, got string) Outcome {

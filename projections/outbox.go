@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -103,7 +102,7 @@ func (o *Outbox) PendingExcept(ctx context.Context, limit int, exclude []int64) 
 	var rows []DeliveryRow
 	q := o.db.WithContext(ctx).Where("delivered_at IS NULL AND parked_at IS NULL")
 	if len(exclude) > 0 {
-		q = q.Where("NOT (id = ANY(?::bigint[]))", int64Array(exclude))
+		q = q.Where("NOT (id = ANY(?::bigint[]))", arr(exclude))
 	}
 	err := q.Order("id").Limit(limit).Find(&rows).Error
 	if err != nil {
@@ -220,23 +219,6 @@ func (o *Outbox) Purge(ctx context.Context, olderThan time.Duration, limit int) 
 		return 0, fmt.Errorf("purge delivered deliveries: %w", res.Error)
 	}
 	return res.RowsAffected, nil
-}
-
-// int64Array is a Postgres bigint[] passed as one value (GORM would expand a slice).
-type int64Array []int64
-
-// Value writes the array literal.
-func (a int64Array) Value() (driver.Value, error) {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, v := range a {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatInt(v, 10))
-	}
-	b.WriteByte('}')
-	return b.String(), nil
 }
 
 // OutboxChannel is the Postgres notification channel on which commits that
