@@ -215,13 +215,7 @@ func (b *batch) claim(tx *gorm.DB) ([]bool, error) {
 	var partitions, offsets []*int64
 	for _, i := range order {
 		it := b.items[i]
-		occ := it.Env.Time
-		if occ.IsZero() {
-			occ = it.Src.Timestamp
-		}
-		if occ.IsZero() {
-			occ = time.Now()
-		}
+		occ := occurredAt(it.Env, it.Src)
 		ids = append(ids, it.Env.ID)
 		types = append(types, string(it.Env.Type))
 		sources = append(sources, it.Env.Source)
@@ -229,7 +223,7 @@ func (b *batch) claim(tx *gorm.DB) ([]bool, error) {
 		rooms = append(rooms, ptr(eventRoom(it.Env.Event)))
 		data = append(data, b.data[i])
 		prints = append(prints, b.prints[i])
-		occurred = append(occurred, occ.UTC())
+		occurred = append(occurred, occ)
 		if it.Src.Partition >= 0 {
 			p, o := int64(it.Src.Partition), it.Src.Offset
 			partitions, offsets = append(partitions, &p), append(offsets, &o)
@@ -472,13 +466,7 @@ func (b *batch) write(tx *gorm.DB) error {
 	}
 	for _, j := range replace {
 		it := b.items[j]
-		occ := it.Env.Time
-		if occ.IsZero() {
-			occ = it.Src.Timestamp
-		}
-		if occ.IsZero() {
-			occ = time.Now()
-		}
+		occ := occurredAt(it.Env, it.Src)
 		var partition, offset any
 		if it.Src.Partition >= 0 {
 			partition, offset = it.Src.Partition, it.Src.Offset
@@ -486,7 +474,7 @@ func (b *batch) write(tx *gorm.DB) error {
 		if err := exec("record event", `UPDATE events SET type = ?, source = ?, subject = ?, room_id = ?, data = ?::jsonb, fingerprint = ?,
 			occurred_at = ?, kafka_partition = ?, kafka_offset = ? WHERE id = ?`,
 			string(it.Env.Type), it.Env.Source, nullString(it.Env.Subject), nullString(eventRoom(it.Env.Event)), b.data[j], b.prints[j],
-			occ.UTC(), partition, offset, it.Env.ID); err != nil {
+			occ, partition, offset, it.Env.ID); err != nil {
 			return err
 		}
 	}

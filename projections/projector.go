@@ -92,13 +92,7 @@ func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source
 	if err != nil {
 		return 0, err
 	}
-	occurred := env.Time
-	if occurred.IsZero() {
-		occurred = src.Timestamp
-	}
-	if occurred.IsZero() {
-		occurred = time.Now()
-	}
+	occurred := occurredAt(env, src)
 	var (
 		outcome Outcome
 		owed    []domain.Delivery
@@ -109,7 +103,7 @@ func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source
 		res := tx.Raw(`INSERT INTO events (id, type, source, subject, room_id, data, fingerprint, occurred_at, kafka_partition, kafka_offset)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING position`,
 			env.ID, string(env.Type), env.Source, nullString(env.Subject), nullString(eventRoom(env.Event)),
-			data, fingerprint, occurred.UTC(), nullPartition(src.Partition), nullOffset(src)).Scan(&position)
+			data, fingerprint, occurred, nullPartition(src.Partition), nullOffset(src)).Scan(&position)
 		if res.Error != nil {
 			return fmt.Errorf("insert event: %w", res.Error)
 		}
@@ -352,6 +346,17 @@ func canonicalData(env domain.Envelope) (string, string, error) {
 	}
 	sum := sha256.Sum256(append([]byte(string(env.Type)+"\n"), data...))
 	return string(data), hex.EncodeToString(sum[:]), nil
+}
+
+// occurredAt is an event's occurred_at: its CloudEvents time, else the Kafka
+// timestamp, else now.
+func occurredAt(env domain.Envelope, src Source) time.Time {
+	for _, t := range []time.Time{env.Time, src.Timestamp} {
+		if !t.IsZero() {
+			return t.UTC()
+		}
+	}
+	return time.Now().UTC()
 }
 
 // eventRoom is the events.room_id of an event: its room, the first room of a

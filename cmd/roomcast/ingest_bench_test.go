@@ -248,13 +248,9 @@ type ingestStack struct {
 
 func startIngestStack(b *testing.B) *ingestStack {
 	b.Helper()
-	st := &ingestStack{bin: filepath.Join(b.TempDir(), "roomcast")}
+	st := &ingestStack{bin: buildBinary(b)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, goTool(), "build", "-o", st.bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
 	pg, err := localstack.StartPostgres(ctx, localstack.PostgresConfig{}) // default durability: no Settings
 	if err != nil {
 		b.Fatalf("postgres: %v", err)

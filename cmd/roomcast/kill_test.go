@@ -22,16 +22,23 @@ import (
 // its subtests.
 func TestProcess(t *testing.T) {
 	t.Parallel()
+	bin := buildBinary(t)
+	t.Run("Kill9", func(t *testing.T) { t.Parallel(); testKill9(t, bin) })
+	t.Run("GracefulStop", func(t *testing.T) { t.Parallel(); testGracefulStop(t, bin) })
+	t.Run("GracefulStopMidStream", func(t *testing.T) { t.Parallel(); testGracefulStopMidStream(t, bin) })
+}
+
+// buildBinary builds the roomcast binary into a directory of t's.
+func buildBinary(t testing.TB) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "roomcast")
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	build := exec.CommandContext(ctx, goTool(), "build", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	t.Run("Kill9", func(t *testing.T) { t.Parallel(); testKill9(t, bin) })
-	t.Run("GracefulStop", func(t *testing.T) { t.Parallel(); testGracefulStop(t, bin) })
-	t.Run("GracefulStopMidStream", func(t *testing.T) { t.Parallel(); testGracefulStopMidStream(t, bin) })
+	return bin
 }
 
 func goTool() string {

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -24,13 +21,7 @@ import (
 // and, after the session timeout, its partitions.
 func TestTwoReplicas(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "roomcast")
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, goTool(), "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 
 	s := newStack(t)
 	// A group of this test's own, in case KAFKA_BROKERS is a shared cluster.
