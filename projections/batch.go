@@ -99,8 +99,7 @@ type batch struct {
 	seqOf     map[string]int64  // event id -> seq
 	redactOwn []string          // event ids whose own text is redacted (no-op on a deleted message)
 	stored    map[string]string // fingerprints of ids stored before this batch
-	standing  map[string]int    // event id -> index of the item whose row stands
-	rowOf     map[string]int    // event id -> index of the item whose values the inserted row has
+	standing  map[string]int    // event id -> index of the item recorded for it
 	deletedM  []msgKey          // messages deleted by this batch (their events and deliveries are redacted)
 }
 
@@ -148,7 +147,7 @@ func (b *batch) reset() {
 	b.msgs = map[string]*msgState{}
 	b.members = map[[2]string]*memberState{}
 	b.seqOf = map[string]int64{}
-	b.stored, b.standing, b.rowOf = map[string]string{}, map[string]int{}, map[string]int{}
+	b.stored, b.standing = map[string]string{}, map[string]int{}
 	b.redactOwn, b.deletedM = nil, nil
 	for i := range b.results {
 		if b.valid[i] {
@@ -158,11 +157,10 @@ func (b *batch) reset() {
 }
 
 func (b *batch) run(tx *gorm.DB) error {
-	claimed, err := b.claim(tx)
-	if err != nil {
+	if err := b.lookupStored(tx); err != nil {
 		return err
 	}
-	if err := b.load(tx, claimed); err != nil {
+	if err := b.load(tx); err != nil {
 		return err
 	}
 	for i, it := range b.items {
@@ -170,17 +168,16 @@ func (b *batch) run(tx *gorm.DB) error {
 			continue
 		}
 		id := it.Env.ID
-		if claimed[i] {
-			b.rowOf[id] = i
-		} else if fp, ok := b.stored[id]; ok {
+		if fp, ok := b.stored[id]; ok {
 			b.results[i].Outcome = sameOrConflict(fp, b.prints[i])
 			continue
-		} else if j, ok := b.standing[id]; ok {
+		}
+		if j, ok := b.standing[id]; ok {
 			b.results[i].Outcome = sameOrConflict(b.prints[j], b.prints[i])
 			continue
 		}
 		// A first occurrence, or a repeat of one that was rejected (and so
-		// never recorded): it is new.
+		// is not recorded): it is new.
 		if err := b.apply(i, it.Env); err != nil {
 			return err
 		}
@@ -191,39 +188,61 @@ func (b *batch) run(tx *gorm.DB) error {
 	return b.write(tx)
 }
 
-// claim inserts the events (sorted by id, so concurrent batches lock in one
-// order) and settles the items whose id is already stored, or repeated in
-// the batch, as Duplicate or Conflict. It returns which items it claimed.
-func (b *batch) claim(tx *gorm.DB) ([]bool, error) {
-	first := map[string]bool{}
-	var order []int
+// errClaimedMeanwhile reports that another transaction recorded one of the
+// batch's event ids after it was looked up (two consumers during a
+// rebalance). The batch is rolled back and retried; the retry sees the id as
+// stored.
+var errClaimedMeanwhile = errors.New("an event of the batch was recorded concurrently; retrying")
+
+// lookupStored reads the fingerprints of the batch's ids that are already stored.
+func (b *batch) lookupStored(tx *gorm.DB) error {
+	seen := map[string]bool{}
+	var ids []string
 	for i, it := range b.items {
-		if !b.valid[i] || first[it.Env.ID] {
-			continue // repeats within the batch are settled in apply order
+		if b.valid[i] && !seen[it.Env.ID] {
+			seen[it.Env.ID] = true
+			ids = append(ids, it.Env.ID)
 		}
-		first[it.Env.ID] = true
-		order = append(order, i)
 	}
-	slices.SortFunc(order, func(x, y int) int { return strings.Compare(b.items[x].Env.ID, b.items[y].Env.ID) })
-	claimed := make([]bool, len(b.items))
-	if len(order) == 0 {
-		return claimed, nil
+	if len(ids) == 0 {
+		return nil
 	}
-	var ids, types, sources, data, prints []string
+	var stored []struct{ ID, Fingerprint string }
+	if err := tx.Raw(`SELECT id, fingerprint FROM events WHERE id = ANY(?::text[])`, arr(ids)).Scan(&stored).Error; err != nil {
+		return fmt.Errorf("read stored events: %w", err)
+	}
+	for _, st := range stored {
+		b.stored[st.ID] = st.Fingerprint
+	}
+	return nil
+}
+
+// record inserts the events that stand, with their seq, sorted by id (so
+// concurrent batches lock in one order).
+func (b *batch) record(tx *gorm.DB) error {
+	ids := sortedKeys(b.standing)
+	if len(ids) == 0 {
+		return nil
+	}
+	var types, sources, data, prints []string
 	var subjects, rooms []*string
 	var occurred []time.Time
-	var partitions, offsets []*int64
-	for _, i := range order {
+	var seqs, partitions, offsets []*int64
+	for _, id := range ids {
+		i := b.standing[id]
 		it := b.items[i]
-		occ := occurredAt(it.Env, it.Src)
-		ids = append(ids, it.Env.ID)
 		types = append(types, string(it.Env.Type))
 		sources = append(sources, it.Env.Source)
 		subjects = append(subjects, ptr(it.Env.Subject))
 		rooms = append(rooms, ptr(eventRoom(it.Env.Event)))
 		data = append(data, b.data[i])
 		prints = append(prints, b.prints[i])
-		occurred = append(occurred, occ)
+		occurred = append(occurred, occurredAt(it.Env, it.Src))
+		var seq *int64
+		if s, ok := b.seqOf[id]; ok {
+			seq = &s
+		}
+		seqs = append(seqs, seq)
 		if it.Src.Partition >= 0 {
 			p, o := int64(it.Src.Partition), it.Src.Offset
 			partitions, offsets = append(partitions, &p), append(offsets, &o)
@@ -232,53 +251,33 @@ func (b *batch) claim(tx *gorm.DB) ([]bool, error) {
 		}
 	}
 	var inserted []string
-	err := tx.Raw(`INSERT INTO events (id, type, source, subject, room_id, data, fingerprint, occurred_at, kafka_partition, kafka_offset)
-		SELECT u.id, u.type, u.source, u.subject, u.room_id, u.data::jsonb, u.fingerprint, u.occurred_at, u.kafka_partition, u.kafka_offset
-		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::int[], ?::bigint[])
-		  WITH ORDINALITY AS u(id, type, source, subject, room_id, data, fingerprint, occurred_at, kafka_partition, kafka_offset, n)
+	err := tx.Raw(`INSERT INTO events (id, type, source, subject, room_id, seq, data, fingerprint, occurred_at, kafka_partition, kafka_offset)
+		SELECT u.id, u.type, u.source, u.subject, u.room_id, u.seq, u.data::jsonb, u.fingerprint, u.occurred_at, u.kafka_partition, u.kafka_offset
+		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::timestamptz[], ?::int[], ?::bigint[])
+		  WITH ORDINALITY AS u(id, type, source, subject, room_id, seq, data, fingerprint, occurred_at, kafka_partition, kafka_offset, n)
 		ORDER BY u.n
 		ON CONFLICT (id) DO NOTHING RETURNING id`,
-		arr(ids), arr(types), arr(sources), arr(subjects), arr(rooms), arr(data),
+		arr(ids), arr(types), arr(sources), arr(subjects), arr(rooms), arr(seqs), arr(data),
 		arr(prints), arr(occurred), arr(partitions), arr(offsets)).Scan(&inserted).Error
 	if err != nil {
-		return nil, fmt.Errorf("insert events: %w", err)
+		return fmt.Errorf("insert events: %w", err)
 	}
-	isNew := map[string]bool{}
-	for _, id := range inserted {
-		isNew[id] = true
+	if len(inserted) != len(ids) {
+		return errClaimedMeanwhile
 	}
-	var old []string
-	for _, i := range order {
-		if isNew[b.items[i].Env.ID] {
-			claimed[i] = true
-		} else {
-			old = append(old, b.items[i].Env.ID)
-		}
-	}
-	if len(old) > 0 {
-		var stored []struct{ ID, Fingerprint string }
-		if err := tx.Raw(`SELECT id, fingerprint FROM events WHERE id = ANY(?::text[])`, arr(old)).Scan(&stored).Error; err != nil {
-			return nil, fmt.Errorf("read stored events: %w", err)
-		}
-		for _, st := range stored {
-			b.stored[st.ID] = st.Fingerprint
-		}
-	}
-	return claimed, nil
+	return nil
 }
 
 // load locks the batch's rooms (sorted) and reads the messages and
-// memberships its events may touch: every item but those whose id was
-// stored before the batch (a repeat of a claimed item may yet apply, when
-// the claimed one is rejected).
-func (b *batch) load(tx *gorm.DB, claimed []bool) error {
+// memberships its events may touch: every item whose id is not stored yet.
+func (b *batch) load(tx *gorm.DB) error {
 	roomSet, msgSet := map[string]bool{}, map[string]bool{}
 	var mRooms, mUsers []string
 	for i, it := range b.items {
 		if !b.valid[i] {
 			continue
 		}
-		if _, stored := b.stored[it.Env.ID]; stored && !claimed[i] {
+		if _, stored := b.stored[it.Env.ID]; stored {
 			continue
 		}
 		switch e := it.Env.Event.(type) {
@@ -448,35 +447,8 @@ func (b *batch) write(tx *gorm.DB) error {
 		}
 		return nil
 	}
-	var unrecord []string
-	var replace []int
-	for _, id := range sortedKeys(b.rowOf) {
-		j, ok := b.standing[id]
-		switch {
-		case !ok:
-			unrecord = append(unrecord, id) // rejected: it can be re-driven
-		case j != b.rowOf[id]:
-			replace = append(replace, j) // a rejected item's id taken by a later one
-		}
-	}
-	if len(unrecord) > 0 {
-		if err := exec("unrecord rejected events", `DELETE FROM events WHERE id = ANY(?::text[])`, arr(unrecord)); err != nil {
-			return err
-		}
-	}
-	for _, j := range replace {
-		it := b.items[j]
-		occ := occurredAt(it.Env, it.Src)
-		var partition, offset any
-		if it.Src.Partition >= 0 {
-			partition, offset = it.Src.Partition, it.Src.Offset
-		}
-		if err := exec("record event", `UPDATE events SET type = ?, source = ?, subject = ?, room_id = ?, data = ?::jsonb, fingerprint = ?,
-			occurred_at = ?, kafka_partition = ?, kafka_offset = ? WHERE id = ?`,
-			string(it.Env.Type), it.Env.Source, nullString(it.Env.Subject), nullString(eventRoom(it.Env.Event)), b.data[j], b.prints[j],
-			occ, partition, offset, it.Env.ID); err != nil {
-			return err
-		}
+	if err := b.record(tx); err != nil {
+		return err
 	}
 	// Messages: new ones inserted with their final state, existing ones updated.
 	var nID, nRoom, nAuthor, nName, nContent []string
@@ -559,15 +531,6 @@ func (b *batch) write(tx *gorm.DB) error {
 		if err := exec("advance room seqs", `UPDATE rooms AS r SET last_seq = u.last_seq, updated_at = now()
 			FROM unnest(?::text[], ?::bigint[]) AS u(room_id, last_seq) WHERE r.room_id = u.room_id AND r.last_seq <> u.last_seq`,
 			arr(rooms), arr(last)); err != nil {
-			return err
-		}
-		var ids []string
-		var seqs []int64
-		for _, id := range sortedKeys(b.seqOf) {
-			ids, seqs = append(ids, id), append(seqs, b.seqOf[id])
-		}
-		if err := exec("set event seqs", `UPDATE events AS e SET seq = u.seq FROM unnest(?::text[], ?::bigint[]) AS u(id, seq) WHERE e.id = u.id`,
-			arr(ids), arr(seqs)); err != nil {
 			return err
 		}
 	}

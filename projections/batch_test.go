@@ -151,3 +151,48 @@ func dump(t *testing.T, db *gorm.DB, query string) [][]any {
 	}
 	return out
 }
+
+// Two consumers may hold the same event for a moment during a rebalance.
+// Whatever the interleaving, it applies once: the loser's batch fails
+// (transiently) or sees a duplicate, and its retry sees a duplicate.
+func TestConcurrentBatchesApplyAnEventOnce(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for round := range 20 {
+		e := chattest.UserNotification([]string{fmt.Sprintf("u-%d", round)}, "race")
+		items := []projections.Item{{Env: e.Envelope(t), Src: noKafka}}
+		type res struct {
+			r   []projections.Result
+			err error
+		}
+		out := make(chan res, 2)
+		for range 2 {
+			go func() {
+				r, err := f.p.ProjectBatch(ctx, items)
+				out <- res{r, err}
+			}()
+		}
+		applied := 0
+		for range 2 {
+			got := <-out
+			if got.err != nil { // the transient loss: retried as the worker would
+				if got.r, got.err = f.p.ProjectBatch(ctx, items); got.err != nil {
+					t.Fatalf("retry: %v", got.err)
+				}
+			}
+			switch got.r[0].Outcome {
+			case projections.Applied:
+				applied++
+			case projections.Duplicate:
+			default:
+				t.Fatalf("round %d: outcome %v, want applied or duplicate", round, got.r[0].Outcome)
+			}
+		}
+		if applied != 1 {
+			t.Fatalf("round %d: applied %d times, want once", round, applied)
+		}
+		if n := f.count("deliveries", "event_id = ?", e.ID); n != 1 {
+			t.Fatalf("round %d: %d deliveries, want 1", round, n)
+		}
+	}
+}
