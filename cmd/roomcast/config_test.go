@@ -227,9 +227,17 @@ func TestMigrationsBehind(t *testing.T) {
 	if n := s.mustCount(`SELECT count(*) FROM information_schema.tables WHERE table_name IN ('events','messages','room_members','rooms','deliveries')`); n != 5 {
 		t.Errorf("tables after migrate up: %d of 5", n)
 	}
+	// down rolls back one migration at a time, newest first.
+	out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down"}, env, nil)
+	if err != nil || !strings.Contains(out, "rolled back migration 00002") {
+		t.Fatalf("first migrate down: %v\n%s", err, out)
+	}
+	if l := statusLine(status()); !strings.Contains(l, "applied") {
+		t.Errorf("migrate status after one down: 00001 line %q, want still applied", l)
+	}
 	out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down"}, env, nil)
 	if err != nil || !strings.Contains(out, "rolled back migration 00001") {
-		t.Fatalf("migrate down: %v\n%s", err, out)
+		t.Fatalf("second migrate down: %v\n%s", err, out)
 	}
 	if l := statusLine(status()); !strings.Contains(l, "pending") {
 		t.Errorf("migrate status after down: 00001 line %q, want pending", l)
