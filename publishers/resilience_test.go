@@ -359,7 +359,7 @@ func pausesWithin(d time.Duration, cfg publishers.DispatcherConfig) int {
 func TestLongOutageUnderLoad(t *testing.T) {
 	t.Parallel()
 	const (
-		outage  = 12 * time.Second
+		outage  = 20 * time.Second
 		nRooms  = 50
 		perRoom = 60 // 3000 events
 		workers = 4
