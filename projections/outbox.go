@@ -40,7 +40,17 @@ func (o *Outbox) Lead(ctx context.Context) (bool, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.conn != nil && o.leading {
-		if err := o.conn.PingContext(ctx); err == nil {
+		if ctx.Err() != nil {
+			// The caller is stopping: the lock is held until its calls in
+			// flight are settled and it calls Release.
+			return true, ctx.Err()
+		}
+		// Not the caller's context: pgx closes a connection whose operation
+		// is cancelled, and the lock would go with the session.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := o.conn.PingContext(pctx)
+		cancel()
+		if err == nil {
 			return true, nil
 		}
 		// The session, and with it the lock, is gone.

@@ -556,3 +556,27 @@ func TestConnectionsUseCustomPlans(t *testing.T) {
 		t.Errorf("plan_cache_mode = %q, want force_custom_plan", mode)
 	}
 }
+
+// A leader whose context ends (it is stopping) keeps the lock until it
+// releases it: otherwise another process could start sending while its last
+// calls are still in flight.
+func TestLeaderKeepsTheLockWhenItsContextEnds(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.outbox, projections.NewOutbox(f.db)
+	if lead, err := a.Lead(context.Background()); err != nil || !lead {
+		t.Fatalf("lead=%v err=%v", lead, err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if lead, _ := a.Lead(cancelled); !lead {
+		t.Error("a cancelled context made the leader give up")
+	}
+	if lead, _ := b.Lead(context.Background()); lead {
+		t.Fatal("another outbox took the lock while the leader was only stopping")
+	}
+	a.Release()
+	if lead, err := b.Lead(context.Background()); err != nil || !lead {
+		t.Fatalf("after release: lead=%v err=%v", lead, err)
+	}
+	b.Release()
+}
