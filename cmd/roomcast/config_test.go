@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -41,26 +40,14 @@ func runQuick(t *testing.T, timeout time.Duration, args []string, env Getenv, st
 // validRunEnv is a complete configuration pointing at nothing that answers.
 func validRunEnv(t *testing.T) map[string]string {
 	return map[string]string{
-		"KAFKA_BROKERS":  closedAddr(t),
-		"DATABASE_URL":   "postgres://roomcast@" + closedAddr(t) + "/roomcast?sslmode=disable",
+		"KAFKA_BROKERS":  freeAddr(t),
+		"DATABASE_URL":   "postgres://roomcast@" + freeAddr(t) + "/roomcast?sslmode=disable",
 		"PUSHER_APP_ID":  "1",
 		"PUSHER_KEY":     "k",
 		"PUSHER_SECRET":  "s",
 		"PUSHER_CLUSTER": "eu",
 		"HTTP_ADDR":      freeAddr(t),
 	}
-}
-
-// closedAddr is a local address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
 }
 
 func TestConfigEveryMissingSettingAtOnce(t *testing.T) {
@@ -113,7 +100,7 @@ func TestConfigDatabasePasswordNotInError(t *testing.T) {
 	t.Parallel()
 	const pw = "s3cret-pw"
 	env := validRunEnv(t)
-	env["DATABASE_URL"] = "postgres://roomcast:" + pw + "@" + closedAddr(t) + "/roomcast?sslmode=disable"
+	env["DATABASE_URL"] = "postgres://roomcast:" + pw + "@" + freeAddr(t) + "/roomcast?sslmode=disable"
 	start := time.Now()
 	_, stderr, err := runQuick(t, 30*time.Second, []string{"run"}, envOf(env), nil)
 	if err == nil {
@@ -127,7 +114,7 @@ func TestConfigDatabasePasswordNotInError(t *testing.T) {
 		t.Errorf("the log shows the database password:\n%s", stderr)
 	}
 	// The same with a key=value connection string.
-	env["DATABASE_URL"] = "host=127.0.0.1 port=" + strings.Split(closedAddr(t), ":")[1] + " user=roomcast password=" + pw + " dbname=roomcast sslmode=disable"
+	env["DATABASE_URL"] = "host=127.0.0.1 port=" + strings.Split(freeAddr(t), ":")[1] + " user=roomcast password=" + pw + " dbname=roomcast sslmode=disable"
 	_, stderr, err = runQuick(t, 30*time.Second, []string{"run"}, envOf(env), nil)
 	if err == nil {
 		t.Fatal("run against a closed Postgres port succeeded")

@@ -20,6 +20,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/roomcast/roomcast/consumers"
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/fakepusher"
 	"github.com/roomcast/roomcast/internal/localstack"
@@ -469,10 +470,8 @@ func ingestMessageID(room string, k int) string { return fmt.Sprintf("m-%s-%d", 
 
 func newIngestProducer(b *testing.B, brokers []string) sarama.SyncProducer {
 	b.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.Partitioner = sarama.NewMurmur2Partitioner
-	producer, err := sarama.NewSyncProducer(brokers, cfg)
+	// roomcast's own producer settings: keyed, murmur2 like the Java client.
+	producer, err := sarama.NewSyncProducer(brokers, consumers.KafkaConfig{Brokers: brokers}.ProducerConfig())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -102,13 +102,7 @@ func BenchmarkPipeline(b *testing.B) {
 
 func produceBacklog(b *testing.B, brokers []string, topic string, events, rooms int) {
 	b.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.Partitioner = sarama.NewMurmur2Partitioner
-	producer, err := sarama.NewSyncProducer(brokers, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
+	producer := newIngestProducer(b, brokers)
 	defer producer.Close()
 	batch := make([]*sarama.ProducerMessage, 0, 1000)
 	for i := range events {
