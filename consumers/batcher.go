@@ -33,9 +33,11 @@ type BatcherConfig struct {
 // one event and adds no delay; under load batches grow to MaxBatch and one
 // commit serves them all. Project returns once its event's transaction has
 // committed, so a Kafka message is acknowledged only when its event is
-// durable. Events of one room are never in two batches at once as long as
-// the subscriber hands out a room's next event only after the previous one
-// was acknowledged (both watermill-kafka's subscriber and KeyedSubscriber do).
+// durable. A room's events keep their order: with one message of a key
+// handed out at a time (watermill-kafka's subscriber, KeyedSubscriber by
+// default) that is the subscriber's doing; with several (KeyedSubscriber's
+// MaxInFlightPerKey), the batcher follows the turn each message carries (see
+// Run).
 type Batcher struct {
 	projector BatchProjector
 	cfg       BatcherConfig
@@ -51,6 +53,7 @@ var errBatcherStopped = fmt.Errorf("batcher stopped")
 type batchRequest struct {
 	item projections.Item
 	ctx  context.Context
+	turn *turn // its message's place in its key's order, or nil
 	done chan batchAnswer
 }
 
@@ -75,7 +78,7 @@ func NewBatcher(p BatchProjector, cfg BatcherConfig) *Batcher {
 // committed (or failed). Its error is the event's own rejection (see
 // projections.Result) or the batch's transient failure.
 func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projections.Source) (projections.Outcome, error) {
-	req := batchRequest{item: projections.Item{Env: env, Src: src}, ctx: ctx, done: make(chan batchAnswer, 1)}
+	req := batchRequest{item: projections.Item{Env: env, Src: src}, ctx: ctx, turn: turnFrom(ctx), done: make(chan batchAnswer, 1)}
 	select {
 	case b.requests <- req:
 	case <-ctx.Done():
@@ -102,64 +105,136 @@ func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projecti
 
 // Run forms and projects batches until ctx ends; the batches running then
 // are finished first.
+//
+// An event whose message carries a turn (KeyedSubscriber with
+// MaxInFlightPerKey above 1) joins a batch only when every earlier message of
+// its key is done or already in that batch, before it: a room's events are
+// applied in order, several of them in one transaction, and never while an
+// earlier one is in a transaction that may still fail. Those that must wait
+// stay for a later batch.
 func (b *Batcher) Run(ctx context.Context) error {
 	defer close(b.stopped)
-	slots := make(chan struct{}, b.cfg.Concurrency)
+	finished := make(chan struct{}, b.cfg.Concurrency)
+	running := 0
+	var waiting []batchRequest
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
 	for {
-		var first batchRequest
+		// Form batches while a slot is free and something can go.
+		for running < b.cfg.Concurrency {
+			var batch []batchRequest
+			batch, waiting = b.form(waiting)
+			if len(batch) == 0 {
+				break
+			}
+			running++
+			go func() {
+				defer func() { finished <- struct{}{} }()
+				b.project(batch)
+			}()
+		}
+		b.metrics.waiting.Set(float64(len(waiting)))
+		// Waiting events blocked by a turn another path settles (an ack
+		// after a dead letter) are looked at again on a short poll.
+		var pollC <-chan time.Time
+		if len(waiting) > 0 && running < b.cfg.Concurrency {
+			pollC = poll.C
+		}
 		select {
-		case first = <-b.requests:
+		case r := <-b.requests:
+			waiting = append(waiting, r)
+		case <-finished:
+			running--
+		case <-pollC:
 		case <-ctx.Done():
-			for range b.cfg.Concurrency {
-				slots <- struct{}{} // wait for the batches in flight
+			for ; running > 0; running-- {
+				<-finished // the batches in flight are finished and answered
+			}
+			for _, r := range waiting {
+				r.done <- batchAnswer{err: errBatcherStopped}
 			}
 			return nil
 		}
-		slots <- struct{}{}
-		batch := []batchRequest{first}
-	fill:
-		for len(batch) < b.cfg.MaxBatch {
+		// Take everything already handed in (at most one per handler).
+	drain:
+		for {
 			select {
 			case r := <-b.requests:
-				batch = append(batch, r)
+				waiting = append(waiting, r)
 			default:
-				break fill
+				break drain
 			}
 		}
-		go func() {
-			defer func() { <-slots }()
-			b.project(batch)
-		}()
 	}
 }
 
-func (b *Batcher) project(batch []batchRequest) {
-	// A waiter whose context ended before its batch started leaves it (its
-	// message is not acknowledged and comes back).
-	live := batch[:0]
-	for _, r := range batch {
+// form picks the next batch from waiting, in an order that keeps every key's
+// order, and returns it and what still waits (in the order it came).
+func (b *Batcher) form(waiting []batchRequest) (batch, rest []batchRequest) {
+	if len(waiting) == 0 {
+		return nil, waiting
+	}
+	taken := make([]bool, len(waiting))
+	in := map[*turn]bool{}
+	blocked := map[*turn][]int{} // waiting for a turn not yet in the batch
+	var add func(i int)
+	add = func(i int) {
+		taken[i] = true
+		r := waiting[i]
+		batch = append(batch, r)
+		if r.turn == nil {
+			return
+		}
+		in[r.turn] = true
+		next := blocked[r.turn]
+		delete(blocked, r.turn)
+		for _, n := range next {
+			if len(batch) < b.cfg.MaxBatch {
+				add(n)
+			}
+		}
+	}
+	for i, r := range waiting {
+		if len(batch) >= b.cfg.MaxBatch {
+			break
+		}
 		if err := r.ctx.Err(); err != nil {
+			// Its message was given up (rebalance, stop): it comes back.
+			taken[i] = true
 			r.done <- batchAnswer{err: err}
 			continue
 		}
-		live = append(live, r)
+		if p := r.turn.firstPending(); p == nil || in[p] {
+			add(i)
+		} else {
+			blocked[p] = append(blocked[p], i)
+		}
 	}
-	if len(live) == 0 {
-		return
+	rest = waiting[:0:0]
+	for i, r := range waiting {
+		if !taken[i] {
+			rest = append(rest, r)
+		}
 	}
-	items := make([]projections.Item, len(live))
-	for i, r := range live {
+	return batch, rest
+}
+
+func (b *Batcher) project(batch []batchRequest) {
+	items := make([]projections.Item, len(batch))
+	for i, r := range batch {
 		items[i] = r.item
 	}
 	start := time.Now()
 	results, err := b.projector.ProjectBatch(context.Background(), items)
 	b.metrics.seconds.Observe(time.Since(start).Seconds())
 	b.metrics.size.Observe(float64(len(items)))
-	for i, r := range live {
+	for i, r := range batch {
 		if err != nil {
 			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(items), err)}
 			continue
 		}
+		// Committed, or rejected for good: either way its successors may go.
+		r.turn.markDone()
 		r.done <- batchAnswer{outcome: results[i].Outcome, err: results[i].Err}
 	}
 	if err == nil {
@@ -171,6 +246,7 @@ type batcherMetrics struct {
 	size    prometheus.Histogram
 	seconds prometheus.Histogram
 	events  prometheus.Counter
+	waiting prometheus.Gauge
 }
 
 func newBatcherMetrics(reg prometheus.Registerer) *batcherMetrics {
@@ -189,9 +265,13 @@ func newBatcherMetrics(reg prometheus.Registerer) *batcherMetrics {
 			Name: "roomcast_projection_batched_events_total",
 			Help: "Events committed by batch transactions (rate() gives events/s).",
 		}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_projection_waiting_events",
+			Help: "Events handed to the batcher and not yet in a transaction (waiting for a free transaction or for an earlier event of their room).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.size, m.seconds, m.events)
+		reg.MustRegister(m.size, m.seconds, m.events, m.waiting)
 	}
 	return m
 }

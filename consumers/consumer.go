@@ -28,6 +28,10 @@ type Config struct {
 	// MaxInFlightPerPartition and MaxInFlight bound the messages handed out
 	// before acknowledgement (defaults 1000 and 10000; see KeyedSubscriberConfig).
 	MaxInFlightPerPartition, MaxInFlight int
+	// MaxInFlightPerKey is how many messages of one key (room) are handed out
+	// at once (default 1). Above 1 the Projector must keep each key's order
+	// from the turns in the messages' contexts: Batcher does.
+	MaxInFlightPerKey int
 	// RetryMaxInterval caps the backoff between retries of a transient failure (default 5s).
 	RetryMaxInterval time.Duration
 	Logger           *slog.Logger
@@ -97,8 +101,9 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	if cfg.InitialOffset == "latest" {
 		initial = sarama.OffsetNewest
 	}
-	// Many messages of a partition in flight, one per key (room) at a time,
-	// so that the batcher can put many events in one transaction.
+	// Many messages of a partition in flight, MaxInFlightPerKey per key
+	// (room) at a time, so that the batcher can put many events in one
+	// transaction.
 	subscriber, err := NewKeyedSubscriber(KeyedSubscriberConfig{
 		Brokers:                 cfg.Kafka.Brokers,
 		ConsumerGroup:           cfg.ConsumerGroup,
@@ -106,6 +111,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		InitialOffset:           initial,
 		MaxInFlightPerPartition: cfg.MaxInFlightPerPartition,
 		MaxInFlight:             cfg.MaxInFlight,
+		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
 		Logger:                  cfg.Logger,
 	})
 	if err != nil {

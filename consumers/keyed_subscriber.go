@@ -37,6 +37,11 @@ type KeyedSubscriberConfig struct {
 	// MaxInFlight caps the same over all partitions and subscriptions of the
 	// subscriber (default 10000).
 	MaxInFlight int
+	// MaxInFlightPerKey is how many messages of one key are handed out at
+	// once (default 1: the next one only after the previous one was acked).
+	// Above 1 the handler must keep the key's order itself, as Batcher does
+	// with the turn each message carries in its context.
+	MaxInFlightPerKey int
 	// NackResendSleep is how long a nacked message waits before it is handed
 	// out again (default 100ms; negative: at once).
 	NackResendSleep time.Duration
@@ -62,6 +67,9 @@ func (c *KeyedSubscriberConfig) setDefaults() {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 10000
+	}
+	if c.MaxInFlightPerKey == 0 {
+		c.MaxInFlightPerKey = 1
 	}
 	if c.NackResendSleep == 0 {
 		c.NackResendSleep = 100 * time.Millisecond
@@ -94,6 +102,9 @@ func (c KeyedSubscriberConfig) Validate() error {
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlight %d is negative", c.MaxInFlight))
 	}
+	if c.MaxInFlightPerKey < 0 {
+		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlightPerKey %d is negative", c.MaxInFlightPerKey))
+	}
 	if c.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("keyed subscriber: DrainTimeout %v is negative", c.DrainTimeout))
 	}
@@ -111,11 +122,14 @@ func (c KeyedSubscriberConfig) Validate() error {
 // keeps many messages of a partition in flight while keeping per-key order.
 //
 // Unlike watermill-kafka's subscriber (one message per partition until it is
-// acked), it hands out every message whose key has no earlier message of the
-// same partition still unacked (a nil and an empty key count as one key), so a
-// handler, or the Router's goroutine per message, can work on many events of a
-// partition at once, e.g. to batch them into one transaction, while the events
-// of one key (room) are still processed one at a time and in partition order.
+// acked), it hands out every message whose key has fewer than
+// MaxInFlightPerKey earlier messages of the same partition still unacked (a
+// nil and an empty key count as one key), so a handler, or the Router's
+// goroutine per message, can work on many events of a partition at once, e.g.
+// to batch them into one transaction. With MaxInFlightPerKey 1 (the default)
+// the events of one key (room) are processed one at a time and in partition
+// order; above 1 the handler keeps a key's order with the turn each message
+// carries (see Batcher).
 //
 // An offset is marked only when it and every earlier offset of the partition
 // were acked, so a crash never skips an unprocessed message; Sarama's
@@ -359,8 +373,8 @@ type keyedPartition struct {
 
 	mu         sync.Mutex
 	order      []*keyedRecord            // held messages by offset; the acked prefix is popped and marked
-	keys       map[string][]*keyedRecord // held, unacked messages by key, by offset; the first may be out
-	ready      []*keyedRecord            // first of their key, not out: to hand out
+	keys       map[string][]*keyedRecord // held, unacked messages by key, by offset; the first MaxInFlightPerKey may be out
+	ready      []*keyedRecord            // among the first MaxInFlightPerKey of their key, not out: to hand out
 	processing int                       // handed out, not acked or nacked
 	marked     int64
 	draining   bool // no more handing out
@@ -371,7 +385,8 @@ type keyedPartition struct {
 type keyedRecord struct {
 	offset int64
 	key    string
-	base   context.Context // msgCtx with the Kafka values
+	base   context.Context // msgCtx with the Kafka values and the turn
+	turn   *turn
 	msg    *message.Message
 	cancel context.CancelFunc // of msg's context
 	acked  bool
@@ -428,8 +443,8 @@ func (p *keyedPartition) run() {
 	}
 }
 
-// admit holds km (its token taken) and makes it ready if its key has no
-// earlier message held.
+// admit holds km (its token taken) and makes it ready if its key has fewer
+// than MaxInFlightPerKey earlier messages held.
 func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
 	ctx := p.msgCtx
 	ctx = context.WithValue(ctx, kafkaCtxKeys.partition, km.Partition)
@@ -440,14 +455,18 @@ func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
 	if err != nil { // DefaultMarshaler does not fail; keep the value regardless
 		msg = message.NewMessage("", km.Value)
 	}
-	rec := &keyedRecord{offset: km.Offset, key: string(km.Key), base: ctx}
+	rec := &keyedRecord{offset: km.Offset, key: string(km.Key), turn: &turn{}}
+	rec.base = withTurn(ctx, rec.turn)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rec.setMessage(msg)
 	p.order = append(p.order, rec)
 	q := p.keys[rec.key]
+	if len(q) > 0 {
+		rec.turn.prev.Store(q[len(q)-1].turn)
+	}
 	p.keys[rec.key] = append(q, rec)
-	if len(q) == 0 {
+	if len(q) < p.s.cfg.MaxInFlightPerKey {
 		p.ready = append(p.ready, rec)
 	}
 }
@@ -502,15 +521,19 @@ func (p *keyedPartition) ack(rec *keyedRecord) {
 		return
 	}
 	rec.cancel()
+	rec.turn.markDone()
 	rec.acked, rec.msg = true, nil
 	p.processing--
 	q := p.keys[rec.key]
-	q[0] = nil // q[0] is rec: only the first of a key is ever out
-	if q = q[1:]; len(q) == 0 {
+	i := slices.Index(q, rec) // among the first MaxInFlightPerKey: only those are ever out
+	q = slices.Delete(q, i, i+1)
+	if len(q) == 0 {
 		delete(p.keys, rec.key)
 	} else {
 		p.keys[rec.key] = q
-		p.ready = append(p.ready, q[0])
+		if k := p.s.cfg.MaxInFlightPerKey; len(q) >= k {
+			p.ready = append(p.ready, q[k-1]) // moved into the window
+		}
 	}
 	n := 0
 	for n < len(p.order) && p.order[n].acked {
@@ -543,7 +566,7 @@ func (p *keyedPartition) nack(rec *keyedRecord) bool {
 	return !p.draining
 }
 
-// resend makes a fresh copy of rec's message ready again; it is still first of its key.
+// resend makes a fresh copy of rec's message ready again; it is still in its key's window.
 func (p *keyedPartition) resend(rec *keyedRecord) {
 	p.mu.Lock()
 	defer p.wake()

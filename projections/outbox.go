@@ -143,7 +143,7 @@ func (o *Outbox) MarkDelivered(ctx context.Context, ids []int64) error {
 		return nil
 	}
 	err := o.db.WithContext(ctx).Exec(`UPDATE deliveries SET delivered_at = now(), attempts = attempts + 1
-		WHERE id IN ? AND delivered_at IS NULL`, ids).Error
+		WHERE id = ANY(?::bigint[]) AND delivered_at IS NULL`, arr(ids)).Error
 	if err != nil {
 		return fmt.Errorf("mark %d deliveries delivered: %w", len(ids), err)
 	}

@@ -222,7 +222,9 @@ type pipeline struct {
 	queued    int
 	inflight  int
 	results   chan callResult
-	accepted  []domain.Delivery
+	accepted  []domain.Delivery // accepted by Pusher, to mark
+	marking   []domain.Delivery // being marked now (one update at a time)
+	markDone  chan error
 	pauseTill time.Time
 	pausedAt  time.Time
 	probing   bool
@@ -234,7 +236,7 @@ type pipeline struct {
 func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 	p := &pipeline{
 		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{},
-		results: make(chan callResult, d.cfg.MaxInFlight),
+		results: make(chan callResult, d.cfg.MaxInFlight), markDone: make(chan error, 1),
 	}
 	p.accepted, d.unmarked = d.unmarked, nil
 	for _, del := range p.accepted {
@@ -270,7 +272,14 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 		}
 		p.settle(settleCtx)
 		if stopping && p.inflight == 0 {
-			p.settle(settleCtx)
+			// The last marks, written before the term ends.
+			if p.marking != nil {
+				p.marked(<-p.markDone)
+			}
+			p.markRetry = time.Time{}
+			if p.settle(settleCtx) {
+				p.marked(<-p.markDone)
+			}
 			return
 		}
 		var pauseC <-chan time.Time
@@ -293,6 +302,8 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 					drained = true
 				}
 			}
+		case err := <-p.markDone:
+			p.marked(err)
 		case <-d.wake:
 			fetchDue = true
 		case <-pauseC:
@@ -577,32 +588,47 @@ func laneKey(del domain.Delivery) string {
 	return fmt.Sprintf("#%d", del.ID)
 }
 
-// settle marks what Pusher accepted, in one update. When Postgres is away
-// they stay held (never re-fetched, never re-sent) and are marked later.
-func (p *pipeline) settle(ctx context.Context) {
-	if len(p.accepted) == 0 || time.Now().Before(p.markRetry) {
-		return
+// settle starts marking what Pusher accepted, in one update, unless an
+// update is already running (what is accepted meanwhile waits for the next
+// one, so marks coalesce under load and never hold up sending). It reports
+// whether it started one; the outcome arrives on markDone. When Postgres is
+// away the deliveries stay held (never re-fetched, never re-sent) and are
+// marked later.
+func (p *pipeline) settle(ctx context.Context) bool {
+	if p.marking != nil || len(p.accepted) == 0 || time.Now().Before(p.markRetry) {
+		return false
 	}
-	ids := make([]int64, len(p.accepted))
-	for i, del := range p.accepted {
+	p.marking, p.accepted = p.accepted, nil
+	ids := make([]int64, len(p.marking))
+	for i, del := range p.marking {
 		ids[i] = del.ID
 	}
-	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := p.d.outbox.MarkDelivered(mctx, ids); err != nil {
+	go func() {
+		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		p.markDone <- p.d.outbox.MarkDelivered(mctx, ids)
+	}()
+	return true
+}
+
+// marked settles the outcome of the update settle started.
+func (p *pipeline) marked(err error) {
+	ds := p.marking
+	p.marking = nil
+	if err != nil {
 		p.markRetry = time.Now().Add(time.Second)
-		p.d.log.Warn("mark deliveries delivered: will retry", slog.Int("deliveries", len(ids)), slog.Any("error", err))
+		p.accepted = append(ds, p.accepted...)
+		p.d.log.Warn("mark deliveries delivered: will retry", slog.Int("deliveries", len(ds)), slog.Any("error", err))
 		return
 	}
 	now := time.Now()
-	for _, del := range p.accepted {
+	for _, del := range ds {
 		delete(p.known, del.ID)
 		if !del.CreatedAt.IsZero() {
 			p.d.metrics.latency.Observe(now.Sub(del.CreatedAt).Seconds())
 		}
 	}
-	p.d.metrics.delivered.Add(float64(len(ids)))
-	p.accepted = p.accepted[:0]
+	p.d.metrics.delivered.Add(float64(len(ds)))
 }
 
 // nextBackoff doubles the previous pause within [lo, hi], with ±20% jitter.

@@ -32,6 +32,7 @@ type Config struct {
 
 	InFlightPerPartition int // KAFKA_MAX_IN_FLIGHT_PER_PARTITION
 	InFlight             int // KAFKA_MAX_IN_FLIGHT
+	InFlightPerKey       int // KAFKA_MAX_IN_FLIGHT_PER_KEY
 	BatchMax             int // PROJECTION_BATCH_MAX
 	BatchConcurrency     int // PROJECTION_CONCURRENCY
 
@@ -116,7 +117,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 		Host:    get("PUSHER_HOST", ""),
 		UseTLS:  parseBool("PUSHER_USE_TLS", true),
 	}
-	c.MaxInFlight = parseInt("PUSHER_MAX_IN_FLIGHT", 64)
+	c.MaxInFlight = parseInt("PUSHER_MAX_IN_FLIGHT", 128)
 	c.BatchEvents = parseInt("PUSHER_BATCH_EVENTS", 10)
 	if c.BatchEvents > 10 {
 		errs = append(errs, fmt.Errorf("PUSHER_BATCH_EVENTS: %d is more than Pusher's 10 events per batch", c.BatchEvents))
@@ -125,7 +126,8 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	c.Pusher.MaxConns = c.MaxInFlight
 	c.Retention = parseDuration("DELIVERY_RETENTION", 24*time.Hour)
 	c.InFlightPerPartition = parseInt("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", 1000)
-	c.InFlight = parseInt("KAFKA_MAX_IN_FLIGHT", 10000)
+	c.InFlight = parseInt("KAFKA_MAX_IN_FLIGHT", 5000)
+	c.InFlightPerKey = parseInt("KAFKA_MAX_IN_FLIGHT_PER_KEY", 100)
 	c.BatchMax = parseInt("PROJECTION_BATCH_MAX", 1000)
 	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
