@@ -116,14 +116,24 @@ func (b *Batcher) Run(ctx context.Context) error {
 	defer close(b.stopped)
 	finished := make(chan struct{}, b.cfg.Concurrency)
 	running := 0
-	var waiting []batchRequest
+	// blocked wait for an earlier event of their key that was neither done
+	// nor in the batch when they were last looked at; only a finished batch
+	// (or the poll) can release them, so only then are they looked at again.
+	// fresh have not been looked at since they came (or did not fit).
+	var blocked, fresh []batchRequest
+	rescan := false
 	poll := time.NewTicker(5 * time.Millisecond)
 	defer poll.Stop()
 	for {
 		// Form batches while a slot is free and something can go.
 		for running < b.cfg.Concurrency {
-			var batch []batchRequest
-			batch, waiting = b.form(waiting)
+			cands := fresh
+			if rescan {
+				cands = append(blocked, fresh...)
+				blocked, rescan = nil, false
+			}
+			batch, stillBlocked, rest := b.form(cands)
+			blocked, fresh = append(blocked, stillBlocked...), rest
 			if len(batch) == 0 {
 				break
 			}
@@ -133,24 +143,26 @@ func (b *Batcher) Run(ctx context.Context) error {
 				b.project(batch)
 			}()
 		}
-		b.metrics.waiting.Set(float64(len(waiting)))
-		// Waiting events blocked by a turn another path settles (an ack
-		// after a dead letter) are looked at again on a short poll.
+		b.metrics.waiting.Set(float64(len(blocked) + len(fresh)))
+		// Events blocked by a turn another path settles (an ack after a
+		// dead letter) are looked at again on a short poll.
 		var pollC <-chan time.Time
-		if len(waiting) > 0 && running < b.cfg.Concurrency {
+		if len(blocked) > 0 && running < b.cfg.Concurrency {
 			pollC = poll.C
 		}
 		select {
 		case r := <-b.requests:
-			waiting = append(waiting, r)
+			fresh = append(fresh, r)
 		case <-finished:
 			running--
+			rescan = true
 		case <-pollC:
+			rescan = true
 		case <-ctx.Done():
 			for ; running > 0; running-- {
 				<-finished // the batches in flight are finished and answered
 			}
-			for _, r := range waiting {
+			for _, r := range append(blocked, fresh...) {
 				r.done <- batchAnswer{err: errBatcherStopped}
 			}
 			return nil
@@ -160,7 +172,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		for {
 			select {
 			case r := <-b.requests:
-				waiting = append(waiting, r)
+				fresh = append(fresh, r)
 			default:
 				break drain
 			}
@@ -168,55 +180,64 @@ func (b *Batcher) Run(ctx context.Context) error {
 	}
 }
 
-// form picks the next batch from waiting, in an order that keeps every key's
-// order, and returns it and what still waits (in the order it came).
-func (b *Batcher) form(waiting []batchRequest) (batch, rest []batchRequest) {
-	if len(waiting) == 0 {
-		return nil, waiting
+// form picks the next batch from cands, in an order that keeps every key's
+// order. It returns the batch, the candidates blocked by an earlier event of
+// their key, and the others that did not fit (both in the order they came).
+func (b *Batcher) form(cands []batchRequest) (batch, blocked, rest []batchRequest) {
+	if len(cands) == 0 {
+		return nil, nil, nil
 	}
-	taken := make([]bool, len(waiting))
+	const (
+		unseen = iota
+		taken
+		waits
+	)
+	state := make([]uint8, len(cands))
 	in := map[*turn]bool{}
-	blocked := map[*turn][]int{} // waiting for a turn not yet in the batch
+	blockedOn := map[*turn][]int{} // waiting for a turn not yet in the batch
 	var add func(i int)
 	add = func(i int) {
-		taken[i] = true
-		r := waiting[i]
+		state[i] = taken
+		r := cands[i]
 		batch = append(batch, r)
 		if r.turn == nil {
 			return
 		}
 		in[r.turn] = true
-		next := blocked[r.turn]
-		delete(blocked, r.turn)
+		next := blockedOn[r.turn]
+		delete(blockedOn, r.turn)
 		for _, n := range next {
 			if len(batch) < b.cfg.MaxBatch {
 				add(n)
 			}
 		}
 	}
-	for i, r := range waiting {
+	for i, r := range cands {
 		if len(batch) >= b.cfg.MaxBatch {
 			break
 		}
 		if err := r.ctx.Err(); err != nil {
 			// Its message was given up (rebalance, stop): it comes back.
-			taken[i] = true
+			state[i] = taken
 			r.done <- batchAnswer{err: err}
 			continue
 		}
 		if p := r.turn.firstPending(); p == nil || in[p] {
 			add(i)
 		} else {
-			blocked[p] = append(blocked[p], i)
+			state[i] = waits
+			blockedOn[p] = append(blockedOn[p], i)
 		}
 	}
-	rest = waiting[:0:0]
-	for i, r := range waiting {
-		if !taken[i] {
+	for i, r := range cands {
+		switch state[i] {
+		case waits:
+			blocked = append(blocked, r)
+		case unseen:
 			rest = append(rest, r)
 		}
 	}
-	return batch, rest
+	return batch, blocked, rest
 }
 
 func (b *Batcher) project(batch []batchRequest) {

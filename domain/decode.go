@@ -77,9 +77,17 @@ func Decode(value []byte) (Envelope, error) {
 	// A valid value that is not an object is then a type error, or a nil map
 	// (null).
 	var top map[string]json.RawMessage
-	if err := json.Unmarshal(value, &top); err != nil || top == nil {
-		if syntaxErr := (*json.SyntaxError)(nil); errors.As(err, &syntaxErr) {
-			return Envelope{}, notJSON(syntaxErr)
+	ok := false
+	if json.Valid(value) {
+		top, ok = splitObject(value)
+	}
+	if !ok {
+		// Not an object: encoding/json says why.
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(value, &m); err != nil || m == nil {
+			if syntaxErr := (*json.SyntaxError)(nil); errors.As(err, &syntaxErr) {
+				return Envelope{}, notJSON(syntaxErr)
+			}
 		}
 		return Envelope{}, &ValidationError{Kind: ErrNotJSON,
 			Reason: "not a JSON object (got " + jsonKind(bytes.TrimLeft(value, " \t\r\n")) + ")"}
@@ -112,7 +120,7 @@ func Decode(value []byte) (Envelope, error) {
 	if firstErr != nil {
 		return Envelope{}, firstErr
 	}
-	env.Data = data.raw // a copy: encoding/json copies a RawMessage
+	env.Data = bytes.Clone(data.raw) // not an alias of the message's bytes
 
 	switch env.Type {
 	case TypeMessageCreated:
@@ -414,9 +422,11 @@ func (r *reader) object(key string) *reader {
 		return sub
 	}
 	sub.raw = raw
-	if err := json.Unmarshal(raw, &sub.members); err != nil { // cannot happen: raw is a valid object
+	members, ok := splitObject(raw) // raw is valid JSON: Decode checked all of it
+	if !ok {                        // cannot happen: raw starts with '{'
 		r.fail(sub.path, "", ErrInvalidField, "not a JSON object")
 	}
+	sub.members = members
 	return sub
 }
 

@@ -112,7 +112,7 @@ func (o *Outbox) PendingExcept(ctx context.Context, limit int, exclude []int64) 
 	var rows []DeliveryRow
 	q := o.db.WithContext(ctx).Where("delivered_at IS NULL AND parked_at IS NULL")
 	if len(exclude) > 0 {
-		q = q.Where("NOT (id = ANY(?::bigint[]))", arr(exclude))
+		q = q.Where("id <> ALL(?::bigint[])", arr(exclude)) // hashed by Postgres 15+
 	}
 	err := q.Order("id").Limit(limit).Find(&rows).Error
 	if err != nil {

@@ -300,28 +300,40 @@ func insertDeliveries(tx *gorm.DB, ds []domain.Delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	var (
-		sql  strings.Builder
-		args []any
-	)
-	sql.WriteString(`INSERT INTO deliveries (event_id, room_id, seq, channels, name, data, socket_id, truncated, parked_at, parked_reason) VALUES `)
+	// One array per column, whatever the number of rows: a few parameters
+	// to encode and one statement to plan. A row's channels travel as one
+	// newline-separated text (channel names never hold a newline).
+	n := len(ds)
+	eventIDs, names, data := make([]string, n), make([]string, n), make([]string, n)
+	roomIDs, socketIDs, parkedReasons := make([]*string, n), make([]*string, n), make([]*string, n)
+	seqs := make([]*int64, n)
+	channels := make([]string, n)
+	truncated := make([]bool, n)
+	parkedAt := make([]*time.Time, n)
+	now := time.Now().UTC()
+	reason := tooLargeReason
 	for i, d := range ds {
-		if i > 0 {
-			sql.WriteString(", ")
+		eventIDs[i], names[i], data[i], truncated[i] = d.EventID, d.Name, d.Data, d.Truncated
+		channels[i] = strings.Join(d.Channels, "\n")
+		if d.RoomID != "" {
+			roomIDs[i] = &ds[i].RoomID
 		}
-		var parkedAt, parkedReason any
-		if d.TooLarge {
-			parkedAt, parkedReason = time.Now().UTC(), tooLargeReason
+		if d.SocketID != "" {
+			socketIDs[i] = &ds[i].SocketID
 		}
-		sql.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-		var seq any
 		if d.Seq > 0 {
-			seq = d.Seq
+			seqs[i] = &ds[i].Seq
 		}
-		args = append(args, d.EventID, nullString(d.RoomID), seq, TextArray(d.Channels), d.Name, d.Data,
-			nullString(d.SocketID), d.Truncated, parkedAt, parkedReason)
+		if d.TooLarge {
+			parkedAt[i], parkedReasons[i] = &now, &reason
+		}
 	}
-	if err := tx.Exec(sql.String(), args...).Error; err != nil {
+	err := tx.Exec(`INSERT INTO deliveries (event_id, room_id, seq, channels, name, data, socket_id, truncated, parked_at, parked_reason)
+		SELECT e, r, s, string_to_array(c, E'\n'), n, d, so, t, pa, pr
+		FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::timestamptz[], ?::text[])
+			AS u(e, r, s, c, n, d, so, t, pa, pr)`,
+		arr(eventIDs), arr(roomIDs), arr(seqs), arr(channels), arr(names), arr(data), arr(socketIDs), arr(truncated), arr(parkedAt), arr(parkedReasons)).Error
+	if err != nil {
 		return fmt.Errorf("insert deliveries: %w", err)
 	}
 	// No NOTIFY here: Postgres serialises the commits of notifying

@@ -527,6 +527,12 @@ func (st *ingestStack) startRoomcast(b *testing.B, name, topic, dbURL string, ov
 		"HTTP_ADDR":            addr,
 		"LOG_LEVEL":            "warn",
 	}
+	// The Go runtime's own settings pass through, to compare GC tunings.
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GODEBUG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
 	for k, v := range overrides {
 		env[k] = v
 	}
