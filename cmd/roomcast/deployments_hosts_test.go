@@ -136,11 +136,10 @@ func checkDockerfile(f *codeFacts, root string) findings {
 	if img == nil {
 		return fs
 	}
-	if _, err := f.command(img.cmd); err != nil {
+	if reads, err := f.command(img.cmd); err != nil {
 		fs.add("%s: CMD: %v", where, err)
 	} else {
 		// ENV holds only defaults: check the names, not a whole configuration.
-		reads, _ := f.command(img.cmd)
 		for _, name := range sortedKeys(img.env) {
 			if !reads[name] {
 				fs.add("%s: ENV %s is not a setting roomcast reads", where, name)
