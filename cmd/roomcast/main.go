@@ -19,6 +19,7 @@ const usage = `roomcast: chat events from Kafka into Postgres and out to Pusher
 Usage:
   roomcast run                      the worker: consume, project, fan out (health and metrics on HTTP_ADDR)
   roomcast migrate [up|down|status] versioned SQL migrations (default: up)
+  roomcast healthcheck [-ready]     exit 0 when the worker at HTTP_ADDR answers /healthz (/readyz) with 200
   roomcast emit [-brokers B] [-topic T] read CloudEvents JSON lines on stdin and produce them to Kafka
   roomcast sample [-rooms N] [-messages N]  print a sample conversation as CloudEvents JSON lines
   roomcast dev                      everything on one machine: in-process Kafka, throwaway Postgres, local Pusher capture
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout
 		return runWorker(ctx, cfg, newLogger(cfg, stderr))
 	case "migrate":
 		return runMigrate(ctx, rest, env, stdout)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, env, stdout)
 	case "emit":
 		return runEmit(ctx, rest, env, stdin, stdout)
 	case "sample":

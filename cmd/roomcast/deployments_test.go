@@ -1,0 +1,154 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDeployments checks everything in deployments/ that can be checked
+// without a Docker engine or a Kubernetes cluster against the code itself:
+// every Kubernetes manifest, rendered by kustomize and decoded strictly into
+// its API type; the compose file, loaded and validated by compose-go; the
+// Dockerfile, parsed and linted by BuildKit; the systemd unit; the Grafana
+// dashboard and the alerts. The settings, commands, port, probe paths,
+// shutdown timeout and metric names they use are read from the code when the
+// test runs (a running worker's registry and endpoints, the settings each
+// command reads), so what other changes add is checked too.
+func TestDeployments(t *testing.T) {
+	f := newDeploymentFacts(t)
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string]func(*codeFacts, string) findings{
+		"kubernetes":   checkKubernetes,
+		"compose":      checkCompose,
+		"dockerfile":   checkDockerfile,
+		"dockerignore": func(_ *codeFacts, dir string) findings { return checkDockerignore(root, dir) },
+		"systemd":      checkSystemd,
+		"grafana":      checkDashboard,
+	}
+	for _, name := range sortedKeys(checks) {
+		t.Run(name, func(t *testing.T) {
+			for _, problem := range checks[name](f, root) {
+				t.Error(problem)
+			}
+		})
+	}
+
+	// The checks can fail: each of these edits, made to a copy of
+	// deployments/, must be caught.
+	mutations := []struct {
+		name, check, file, old, new string
+		want                        string // in one of the findings
+	}{
+		{"misspelt Deployment field", "kubernetes", "kubernetes/base/deployment.yaml",
+			"terminationGracePeriodSeconds: 45", "terminationGracePeriodSecond: 45", "unknown field"},
+		{"misspelt ScaledObject field", "kubernetes", "kubernetes/components/keda/scaledobject.yaml",
+			"cooldownPeriod: 300", "cooldownPeriods: 300", "unknown field"},
+		{"misspelt ServiceMonitor field", "kubernetes", "kubernetes/components/prometheus-operator/servicemonitor.yaml",
+			"scrapeTimeout: 10s", "scrapeTimout: 10s", "unknown field"},
+		{"KEDA replicas above the partitions", "kubernetes", "kubernetes/overlays/production/scaledobject-patch.yaml",
+			"value: 24", "value: 25", "more than the topic's 24 partitions"},
+		{"KEDA replicas above the partitions (base)", "kubernetes", "kubernetes/components/keda/scaledobject.yaml",
+			"maxReplicaCount: 12", "maxReplicaCount: 16", "more than the topic's 12 partitions"},
+		{"fixed replicas above the partitions", "kubernetes", "kubernetes/overlays/minimal/deployment-patch.yaml",
+			"replicas: 2", "replicas: 13", "more than the topic's 12 partitions"},
+		{"a setting roomcast does not read", "kubernetes", "kubernetes/base/config.env",
+			"LOG_FORMAT=json\n", "LOG_FORMAT=json\nKAFKA_BROKER=kafka:9092\n", "KAFKA_BROKER, which `roomcast run` does not read"},
+		{"a secret in the ConfigMap", "kubernetes", "kubernetes/base/config.env",
+			"LOG_FORMAT=json\n", "LOG_FORMAT=json\nPUSHER_SECRET=oops\n", "holds PUSHER_SECRET, a secret"},
+		{"a probe path roomcast does not serve", "kubernetes", "kubernetes/base/deployment.yaml",
+			"path: /readyz", "path: /ready", "GET /ready,"},
+		{"grace period within SHUTDOWN_TIMEOUT", "kubernetes", "kubernetes/base/deployment.yaml",
+			"terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 30", "not longer than SHUTDOWN_TIMEOUT"},
+		{"another port than HTTP_ADDR's", "kubernetes", "kubernetes/base/deployment.yaml",
+			"containerPort: 8080", "containerPort: 8081", "declares no port 8080"},
+		{"a migration command roomcast does not know", "kubernetes", "kubernetes/base/migrate-job.yaml",
+			`args: ["migrate", "up"]`, `args: ["migrate", "sideways"]`, "not a command line roomcast accepts"},
+		{"an alert on a metric not exported", "kubernetes", "kubernetes/components/prometheus-operator/prometheusrule.yaml",
+			"max(roomcast_deliveries_parked) > 0", "max(roomcast_deliveries_parkd) > 0", "roomcast_deliveries_parkd is not a metric roomcast exports"},
+		{"an alert on a label the metric lacks", "kubernetes", "kubernetes/components/prometheus-operator/prometheusrule.yaml",
+			"sum by (topic) (roomcast_kafka_consumer_lag)", "sum by (room) (roomcast_kafka_consumer_lag)", `groups by "room"`},
+		{"an alert without its section in the docs", "kubernetes", "README.md",
+			"#### RoomcastDeadLetters", "#### Dead letters", `no section "RoomcastDeadLetters"`},
+		{"KEDA watching another topic", "kubernetes", "kubernetes/components/keda/scaledobject.yaml",
+			"topicFromEnv: KAFKA_TOPIC", "topicFromEnv: KAFKA_DLQ_TOPIC", "topic is"},
+		{"KEDA with another SASL mechanism", "kubernetes", "kubernetes/overlays/production/scaledobject-patch.yaml",
+			"value: scram_sha512", "value: plaintext", "sasl is"},
+		{"a KEDA parameter misspelt", "kubernetes", "kubernetes/components/keda/scaledobject.yaml",
+			`allowIdleConsumers: "false"`, `allowIdleConsumer: "false"`, `"allowIdleConsumer" is not a parameter`},
+		{"misspelt compose key", "compose", "compose.yaml",
+			"stop_grace_period: 40s", "stop_grace_periods: 40s", "stop_grace_periods"},
+		{"compose setting roomcast does not read", "compose", "compose.yaml",
+			"      LOG_LEVEL: info\n", "      LOG_LEVEL: info\n      LOG_LEVL: debug\n", "LOG_LEVL, which `roomcast run` does not read"},
+		{"compose grace period within SHUTDOWN_TIMEOUT", "compose", "compose.yaml",
+			"stop_grace_period: 40s", "stop_grace_period: 30s", "stop_grace_period 30s"},
+		{"compose Pusher credentials that soketi does not have", "compose", "compose.yaml",
+			"SOKETI_DEFAULT_APP_SECRET: roomcast-secret", "SOKETI_DEFAULT_APP_SECRET: another-secret", "SOKETI_DEFAULT_APP_ID"},
+		{"compose health check command roomcast does not have", "compose", "compose.yaml",
+			`test: ["CMD", "/roomcast", "healthcheck"]`, `test: ["CMD", "/roomcast", "health"]`, `"health" is not one of the commands`},
+		{"image health check command roomcast does not have", "dockerfile", "Dockerfile",
+			`CMD ["/roomcast", "healthcheck"]`, `CMD ["/roomcast", "healthz"]`, `"healthz" is not one of the commands`},
+		{"image running as root", "dockerfile", "Dockerfile",
+			"USER 65532:65532", "USER root", "not a numeric non-root uid"},
+		{"image exposing another port", "dockerfile", "Dockerfile",
+			"EXPOSE 8080", "EXPOSE 9090", "does not include HTTP_ADDR's port 8080"},
+		{"image command roomcast does not have", "dockerfile", "Dockerfile",
+			`CMD ["run"]`, `CMD ["serve"]`, `"serve" is not one of the commands`},
+		{"build context without the sources", "dockerignore", "Dockerfile.dockerignore",
+			"bench-results\n", "bench-results\ncmd\n", "leaves cmd/roomcast/main.go"},
+		{"systemd stop timeout within SHUTDOWN_TIMEOUT", "systemd", "systemd/roomcast.service",
+			"TimeoutStopSec=45s", "TimeoutStopSec=20s", "TimeoutStopSec 20s is not longer"},
+		{"systemd setting roomcast does not read", "systemd", "systemd/roomcast.env",
+			"LOG_FORMAT=text\n", "LOG_FORMAT=text\nPUSHER_SECERT=x\n", "PUSHER_SECERT, which"},
+		{"systemd restart policy", "systemd", "systemd/roomcast.service",
+			"Restart=on-failure", "Restart=always", "Restart=always"},
+		{"systemd without ProtectSystem=strict", "systemd", "systemd/roomcast.service",
+			"ProtectSystem=strict", "ProtectSystem=full", "ProtectSystem=full"},
+		{"dashboard metric not exported", "grafana", "grafana/roomcast.json",
+			"rate(roomcast_events_consumed_total{", "rate(roomcast_events_consumd_total{", "roomcast_events_consumd_total is not a metric roomcast exports"},
+		{"dashboard grouping by a label the metric lacks", "grafana", "grafana/roomcast.json",
+			"sum by (status) (rate(roomcast_pusher_calls_total", "sum by (code) (rate(roomcast_pusher_calls_total", `groups by "code"`},
+	}
+	t.Run("mutations", func(t *testing.T) {
+		for _, m := range mutations {
+			t.Run(m.name, func(t *testing.T) {
+				dir := mutatedCopy(t, root, m.file, m.old, m.new)
+				got := checks[m.check](f, dir)
+				for _, problem := range got {
+					if strings.Contains(problem, m.want) {
+						return
+					}
+				}
+				t.Errorf("%s: %q -> %q went unnoticed; want a finding with %q, got:\n%s",
+					m.file, m.old, m.new, m.want, strings.Join(got, "\n"))
+			})
+		}
+	})
+}
+
+// mutatedCopy copies root's deployments/ into a temporary directory and
+// replaces old with new in deployments/file there; old must occur exactly
+// once, so that a mutation that no longer applies fails rather than passes.
+func mutatedCopy(t *testing.T, root, file, old, new string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dir, "deployments"), os.DirFS(filepath.Join(root, "deployments"))); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "deployments", file)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), old); n != 1 {
+		t.Fatalf("deployments/%s has %q %d times, want once: update the mutation", file, old, n)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
