@@ -81,19 +81,27 @@ const (
 // Targets (issue "Consume and project at the speed of the disk"):
 // >= 25,000 events/s end to end, >= 20x the one-at-a-time configuration,
 // peak RSS < 300 MB. ns/op is the batched run's measured window.
+//
+// For tuning runs, INGEST_BENCH_ENV="NAME=value ..." sets roomcast settings
+// of the batched run, and INGEST_BENCH_ONLY_BATCHED=1 skips the one-at-a-time
+// run, INGEST_BENCH_PARTITIONS=n uses a topic of n partitions instead of 12;
+// GOGC, GOMEMLIMIT and GODEBUG pass through to roomcast.
 func BenchmarkIngest(b *testing.B) {
 	b.StopTimer()
 	st := startIngestStack(b)
 	for i := 0; i < b.N; i++ {
-		batched := st.runBacklog(b, fmt.Sprintf("batched-%d", i), ingestBacklog, nil, true)
+		batched := st.runBacklog(b, fmt.Sprintf("batched-%d", i), ingestBacklog, benchEnv(b), true)
+		b.ReportMetric(batched.eventsPerSec, "events/s")
+		b.ReportMetric(batched.callsPerEvent, "pusher-calls/event")
+		b.ReportMetric(batched.peakRSSMB, "peak-RSS-MB")
+		if os.Getenv("INGEST_BENCH_ONLY_BATCHED") != "" {
+			continue // tuning runs: no one-at-a-time comparison
+		}
 		single := st.runBacklog(b, fmt.Sprintf("1x1-%d", i), ingestBacklog1x1, map[string]string{
 			"PROJECTION_BATCH_MAX":              "1",
 			"KAFKA_MAX_IN_FLIGHT_PER_PARTITION": "1",
 			"PUSHER_BATCH_EVENTS":               "1",
 		}, false)
-		b.ReportMetric(batched.eventsPerSec, "events/s")
-		b.ReportMetric(batched.callsPerEvent, "pusher-calls/event")
-		b.ReportMetric(batched.peakRSSMB, "peak-RSS-MB")
 		b.ReportMetric(single.eventsPerSec, "1x1-events/s")
 		b.ReportMetric(single.callsPerEvent, "1x1-pusher-calls/event")
 		b.ReportMetric(single.peakRSSMB, "1x1-peak-RSS-MB")
@@ -130,6 +138,20 @@ func BenchmarkIngestLatency(b *testing.B) {
 		b.ReportMetric(ms(quantile(lat, 0.99)), "p99-ms")
 		b.ReportMetric(rate, "produced-events/s")
 	}
+}
+
+// benchEnv reads INGEST_BENCH_ENV ("NAME=value NAME=value"): settings for the
+// batched run, to compare tunings without editing the benchmark.
+func benchEnv(b *testing.B) map[string]string {
+	env := map[string]string{}
+	for _, kv := range strings.Fields(os.Getenv("INGEST_BENCH_ENV")) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			b.Fatalf("INGEST_BENCH_ENV: %q is not NAME=value", kv)
+		}
+		env[k] = v
+	}
+	return env
 }
 
 // runLatency starts roomcast, produces message.created events at rate for
@@ -296,7 +318,15 @@ func (st *ingestStack) prepare(b *testing.B, name string) (topic, dbURL string) 
 		b.Fatal(err)
 	}
 	defer func() { _ = admin.Close() }()
-	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: ingestPartitions, ReplicationFactor: 1}, false); err != nil {
+	partitions := int32(ingestPartitions)
+	if v := os.Getenv("INGEST_BENCH_PARTITIONS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("INGEST_BENCH_PARTITIONS: %q is not a positive number", v)
+		}
+		partitions = int32(n)
+	}
+	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false); err != nil {
 		b.Fatal(err)
 	}
 	return topic, dbURL
