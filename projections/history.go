@@ -1,10 +1,13 @@
 package projections
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+
+	"gorm.io/gorm"
 
 	"github.com/roomcast/roomcast/domain"
 )
@@ -111,6 +114,9 @@ type Counts struct {
 	SeqMismatches int64 `json:"seq_mismatches,omitempty"`
 }
 
+// Of returns the counts of one event type, created on first use.
+func (c *Counts) Of(typ string) *TypeCounts { return c.of(typ) }
+
 func (c *Counts) of(typ string) *TypeCounts {
 	if c.ByType == nil {
 		c.ByType = map[string]*TypeCounts{}
@@ -158,4 +164,20 @@ type TableChange struct {
 
 func (t TableChange) String() string {
 	return fmt.Sprintf("%s: %d added, %d changed, %d removed", t.Table, t.Added, t.Changed, t.Removed)
+}
+
+// StoredIDs reports which of ids are in the events table.
+func StoredIDs(ctx context.Context, db *gorm.DB, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var found []string
+	if err := db.WithContext(ctx).Raw(`SELECT id FROM events WHERE id = ANY(?::text[])`, arr(ids)).Scan(&found).Error; err != nil {
+		return nil, fmt.Errorf("look up stored events: %w", err)
+	}
+	for _, id := range found {
+		out[id] = true
+	}
+	return out, nil
 }
