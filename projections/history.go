@@ -14,7 +14,7 @@ import (
 
 // redactedContent stands in for the text a delete erased from a stored
 // create or edit, so that the event passes validation again when history is
-// replayed. The message it belongs to ends deleted (content ''), so the
+// replayed. The message it belongs to ends deleted (content ”), so the
 // placeholder never survives a replay of complete history.
 const redactedContent = "[redacted]"
 

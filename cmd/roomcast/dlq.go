@@ -37,9 +37,9 @@ func runDLQ(ctx context.Context, args []string, env Getenv, stdout, stderr io.Wr
 
 // deadLetter is one message of the dead-letter topic.
 type deadLetter struct {
-	msg                *sarama.ConsumerMessage
-	id, typ, reason    string
-	deadLetteredBy     string // the handler that dead-lettered it ("project", "replay")
+	msg             *sarama.ConsumerMessage
+	id, typ, reason string
+	deadLetteredBy  string // the handler that dead-lettered it ("project", "replay")
 }
 
 func readDeadLetter(m *sarama.ConsumerMessage) deadLetter {
