@@ -268,6 +268,39 @@ func TestRebuildInterruptedAndResumed(t *testing.T) {
 	sameState(t, "after the resumed rebuild", live, snap(t, f.db))
 }
 
+// A rebuild that fails half-way (here: a row the rebuild schema refuses)
+// leaves the live read models untouched and reports why; -restart starts
+// over from fresh tables.
+func TestRebuildFailureLeavesLiveUntouched(t *testing.T) {
+	f := newFixture(t)
+	projectLikeTheWorker(t, f.p, workload(6, 300), 30)
+	live := snap(t, f.db)
+	ctx, cancel := context.WithCancel(t.Context())
+	_, err := projections.Rebuild(ctx, f.db, projections.RebuildOptions{ChunkSize: 20, Progress: func(p projections.RebuildProgress) {
+		if p.Done >= 40 {
+			cancel()
+		}
+	}})
+	cancel()
+	if err == nil {
+		t.Fatal("the interrupted rebuild returned no error")
+	}
+	// The rest of the rebuild hits a row it cannot write.
+	if err := f.db.Exec(`ALTER TABLE roomcast_rebuild.messages ADD CONSTRAINT no_edits CHECK (edited_at IS NULL) NOT VALID`).Error; err != nil {
+		t.Fatal(err)
+	}
+	_, err = projections.Rebuild(t.Context(), f.db, projections.RebuildOptions{ChunkSize: 20})
+	if err == nil || !strings.Contains(err.Error(), "no_edits") {
+		t.Fatalf("rebuild over a failing table: %v, want the constraint's error", err)
+	}
+	sameState(t, "after the failed rebuild", live, snap(t, f.db))
+	s := rebuild(t, f.db, projections.RebuildOptions{Restart: true})
+	if s.Resumed {
+		t.Error("-restart resumed")
+	}
+	sameState(t, "after the restarted rebuild", live, snap(t, f.db))
+}
+
 // Events that no longer pass validation (or no longer apply) are reported
 // with their id and reason and skipped; the rebuild goes on.
 func TestRebuildSkipsBadHistory(t *testing.T) {
