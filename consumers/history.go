@@ -30,6 +30,11 @@ type HistoryConfig struct {
 	// although its high-water mark was not reached (the last offsets were
 	// transaction markers or compacted away; default 5s).
 	IdleTimeout time.Duration
+	// StopAtGroup, if set, ends each partition at this consumer group's
+	// committed offset when the group has one below the high-water mark:
+	// what the group has not consumed yet is left to it (and to the
+	// notifications its worker sends).
+	StopAtGroup string
 }
 
 // HistorySpan is the part of one partition a history read covers: offsets
@@ -37,6 +42,9 @@ type HistoryConfig struct {
 type HistorySpan struct {
 	Partition  int32
 	Start, End int64
+	// LeftToGroup is how many messages below the high-water mark were left
+	// to HistoryConfig.StopAtGroup.
+	LeftToGroup int64
 }
 
 // History reads a topic's history with a plain (group-less) consumer: it
@@ -90,7 +98,48 @@ func OpenHistory(cfg HistoryConfig) (*History, error) {
 		}
 		h.spans = append(h.spans, HistorySpan{Partition: p, Start: start, End: end})
 	}
+	if cfg.StopAtGroup != "" {
+		if err := h.stopAtGroup(partitions); err != nil {
+			_ = client.Close()
+			return nil, err
+		}
+	}
 	return h, nil
+}
+
+// stopAtGroup ends every span at the committed offset of cfg.StopAtGroup.
+func (h *History) stopAtGroup(partitions []int32) error {
+	admin, err := sarama.NewClusterAdmin(h.cfg.Kafka.Brokers, h.cfg.Kafka.ClientConfig())
+	if err != nil {
+		return fmt.Errorf("connect to kafka %v: %w", h.cfg.Kafka.Brokers, err)
+	}
+	defer func() { _ = admin.Close() }()
+	resp, err := admin.ListConsumerGroupOffsets(h.cfg.StopAtGroup, map[string][]int32{h.cfg.Topic: partitions})
+	if errors.Is(err, sarama.ErrGroupIDNotFound) {
+		return nil // no such group: nothing to leave to it
+	}
+	if err != nil {
+		return fmt.Errorf("committed offsets of group %s: %w", h.cfg.StopAtGroup, err)
+	}
+	for i, s := range h.spans {
+		b := resp.GetBlock(h.cfg.Topic, s.Partition)
+		if b == nil || !errors.Is(b.Err, sarama.ErrNoError) || b.Offset < 0 || b.Offset >= s.End {
+			continue // no commit: the group has not started (or is done) there
+		}
+		h.spans[i].LeftToGroup = s.End - max(b.Offset, s.Start)
+		h.spans[i].End = b.Offset
+		h.spans[i].Start = min(s.Start, b.Offset)
+	}
+	return nil
+}
+
+// LeftToGroup is how many messages the spans leave to HistoryConfig.StopAtGroup.
+func (h *History) LeftToGroup() int64 {
+	var n int64
+	for _, s := range h.spans {
+		n += s.LeftToGroup
+	}
+	return n
 }
 
 // Spans returns the part of each partition the read covers.

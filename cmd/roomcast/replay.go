@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -184,6 +185,7 @@ func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stde
 	dry := fs.Bool("dry-run", false, "report what would change; change nothing and send nothing")
 	deadLetter := fs.Bool("dead-letter", true, "send events that break the contract or cannot apply to the dead-letter topic")
 	batchMax := fs.Int("batch", 2000, "most events per transaction")
+	liveGroup := fs.String("live-group", "", "without -notify, stop each partition at this group's committed offset (default $KAFKA_CONSUMER_GROUP; \"-\" reads to the end)")
 	every := fs.Duration("progress-every", 10*time.Second, "interval of progress log lines when not on a terminal")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v: %s", errUsage, err, replayUsage)
@@ -218,11 +220,24 @@ func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stde
 	}
 	defer func() { _ = projections.Close(db) }()
 
-	hist, err := consumers.OpenHistory(consumers.HistoryConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Since: since, BatchMax: *batchMax})
+	// Without -notify, events the live group has not consumed yet must stay
+	// for it: applied silently here, its worker would see duplicates and no
+	// client would ever hear of them.
+	stopAt := ""
+	if !*notify {
+		stopAt = cmp.Or(*liveGroup, cfg.ConsumerGroup)
+		if stopAt == "-" {
+			stopAt = ""
+		}
+	}
+	hist, err := consumers.OpenHistory(consumers.HistoryConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Since: since, BatchMax: *batchMax, StopAtGroup: stopAt})
 	if err != nil {
 		return err
 	}
 	defer func() { _ = hist.Close() }()
+	if left := hist.LeftToGroup(); left > 0 {
+		fmt.Fprintf(stdout, "leaving %d messages that consumer group %s has not consumed yet to it (its worker notifies clients of them)\n", left, stopAt)
+	}
 	replayer, err := projections.NewReplayer(ctx, db, projections.ReplayOptions{Notify: *notify, DryRun: *dry})
 	if err != nil {
 		return err
