@@ -115,6 +115,10 @@ type RebuildSummary struct {
 	Elapsed    time.Duration
 }
 
+// ErrSchemaChanged is returned when migrations ran during a rebuild; the
+// next rebuild starts over.
+var ErrSchemaChanged = errors.New("the schema changed")
+
 // ErrRebuildRunning is returned when another rebuild holds the database's rebuild lock.
 var ErrRebuildRunning = errors.New("another rebuild is running on this database")
 
@@ -155,10 +159,11 @@ func Rebuild(ctx context.Context, db *gorm.DB, opts RebuildOptions) (RebuildSumm
 }
 
 type rebuilder struct {
-	db   *gorm.DB
-	opts RebuildOptions
-	log  *slog.Logger
-	live string // the live tables' schema
+	db      *gorm.DB
+	opts    RebuildOptions
+	log     *slog.Logger
+	live    string // the live tables' schema
+	version int64  // the migration the rebuild schema was made for
 
 	counts Counts
 	done   int64 // events applied by this run
@@ -174,6 +179,8 @@ type chunk struct {
 	read    int64    // rows read (valid and invalid)
 	last    int64    // position of the last row
 	invalid []Problem
+	// rejected are the valid events that no longer apply (set by applyChunk).
+	rejected []Problem
 }
 
 // readEvents reads the events with from < position <= to in position order,
@@ -276,6 +283,7 @@ func (r *rebuilder) readChunk(db *gorm.DB, from, to int64) (*chunk, error) {
 // schema or temporary tables) with live projection's rules, and adds what it
 // did to counts.
 func applyChunk(tx *gorm.DB, ch *chunk, counts *Counts) error {
+	ch.rejected = nil
 	b := &batch{items: ch.items, results: make([]Result, len(ch.items)), readModelsOnly: true}
 	if err := b.prepare(); err != nil {
 		return err
@@ -297,7 +305,9 @@ func applyChunk(tx *gorm.DB, ch *chunk, counts *Counts) error {
 		switch {
 		case res.Err != nil:
 			c.Rejected++
-			counts.problem(Problem{EventID: env.ID, Type: string(env.Type), Reason: res.Err.Error()})
+			p := Problem{EventID: env.ID, Type: string(env.Type), Reason: res.Err.Error()}
+			counts.problem(p)
+			ch.rejected = append(ch.rejected, p)
 		case res.Outcome == Applied:
 			c.Applied++
 		default:
@@ -323,6 +333,10 @@ func (r *rebuilder) report() {
 func (r *rebuilder) logProblems(ch *chunk) {
 	for _, p := range ch.invalid {
 		r.log.Warn("event in history no longer passes validation: skipped",
+			slog.String("event_id", p.EventID), slog.String("type", p.Type), slog.String("reason", p.Reason))
+	}
+	for _, p := range ch.rejected {
+		r.log.Warn("event in history no longer applies: skipped",
 			slog.String("event_id", p.EventID), slog.String("type", p.Type), slog.String("reason", p.Reason))
 	}
 }
@@ -550,11 +564,21 @@ func readModelNames() []string {
 
 // setup creates the rebuild schema, or finds the interrupted rebuild in it,
 // and returns the cursor to continue from.
-func (r *rebuilder) setup(ctx context.Context) (cursor int64, resumed bool, err error) {
+// migrationVersion is the database's newest applied migration (goose's table).
+func migrationVersion(db *gorm.DB) (int64, error) {
 	var version int64
-	if err := r.db.WithContext(ctx).Raw(`SELECT COALESCE((SELECT max(version_id) FROM goose_db_version WHERE is_applied), 0)`).Scan(&version).Error; err != nil {
-		return 0, false, fmt.Errorf("read the migration version: %w", err)
+	if err := db.Raw(`SELECT COALESCE((SELECT max(version_id) FROM goose_db_version WHERE is_applied), 0)`).Scan(&version).Error; err != nil {
+		return 0, fmt.Errorf("read the migration version: %w", err)
 	}
+	return version, nil
+}
+
+func (r *rebuilder) setup(ctx context.Context) (cursor int64, resumed bool, err error) {
+	version, err := migrationVersion(r.db.WithContext(ctx))
+	if err != nil {
+		return 0, false, err
+	}
+	r.version = version
 	rb := qident(RebuildSchema)
 	var exists bool
 	if err := r.db.WithContext(ctx).Raw(`SELECT to_regclass(?) IS NOT NULL`, RebuildSchema+".rebuild_progress").Scan(&exists).Error; err != nil {
@@ -698,6 +722,13 @@ func (r *rebuilder) swap(ctx context.Context, cursor int64) (held time.Duration,
 			return fmt.Errorf("lock the live read models: %w", err)
 		}
 		locked = time.Now()
+		// A migration that ran meanwhile may have changed the live tables
+		// the rebuild copied: swapping would undo it.
+		if v, err := migrationVersion(tx); err != nil {
+			return err
+		} else if v != r.version {
+			return fmt.Errorf("%w: the database went from migration %d to %d during the rebuild; run it again", ErrSchemaChanged, r.version, v)
+		}
 		// Every event is committed now, and none can be added.
 		if err := tx.Exec(`SET LOCAL search_path = ` + qident(RebuildSchema) + `, ` + qident(r.live)).Error; err != nil {
 			return err

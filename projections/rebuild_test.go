@@ -301,6 +301,31 @@ func TestRebuildFailureLeavesLiveUntouched(t *testing.T) {
 	sameState(t, "after the restarted rebuild", live, snap(t, f.db))
 }
 
+// A migration that runs during a rebuild makes the swap refuse (it would
+// undo the migration); the live read models stay as they are.
+func TestRebuildRefusesToSwapAfterAMigration(t *testing.T) {
+	f := newFixture(t)
+	projectLikeTheWorker(t, f.p, workload(8, 200), 20)
+	live := snap(t, f.db)
+	migrated := false
+	_, err := projections.Rebuild(t.Context(), f.db, projections.RebuildOptions{ChunkSize: 20, Progress: func(p projections.RebuildProgress) {
+		if !migrated {
+			migrated = true
+			if err := f.db.Exec(`INSERT INTO goose_db_version (version_id, is_applied) VALUES (99999, true)`).Error; err != nil {
+				t.Error(err)
+			}
+		}
+	}})
+	if !errors.Is(err, projections.ErrSchemaChanged) {
+		t.Fatalf("rebuild across a migration: %v, want ErrSchemaChanged", err)
+	}
+	sameState(t, "after the refused swap", live, snap(t, f.db))
+	if s := rebuild(t, f.db, projections.RebuildOptions{}); s.Resumed {
+		t.Error("the rebuild after the migration resumed the stale one")
+	}
+	sameState(t, "after the next rebuild", live, snap(t, f.db))
+}
+
 // Events that no longer pass validation (or no longer apply) are reported
 // with their id and reason and skipped; the rebuild goes on.
 func TestRebuildSkipsBadHistory(t *testing.T) {
