@@ -19,7 +19,7 @@ import (
 //     (nothing sent to Pusher);
 //   - rebuild: `roomcast replay rebuild` of the read models it produced.
 //
-// Each reports events/s over the command's whole run (process start
+// REPLAY_BENCH_BATCH sets replay kafka's -batch. Each reports events/s over the command's whole run (process start
 // included) and s-per-million-events.
 func BenchmarkReplay(b *testing.B) {
 	n := 100000
@@ -54,7 +54,11 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		replay("kafka", "replay", "kafka", "-from", "earliest")
+		args := []string{"replay", "kafka", "-from", "earliest"}
+		if v := os.Getenv("REPLAY_BENCH_BATCH"); v != "" {
+			args = append(args, "-batch", v)
+		}
+		replay("kafka", args...)
 		replay("rebuild", "replay", "rebuild")
 	}
 }
