@@ -115,6 +115,9 @@ type RebuildSummary struct {
 	Elapsed    time.Duration
 }
 
+// maxCatchUpRounds bounds the catch-up rounds before the swap.
+const maxCatchUpRounds = 20
+
 // ErrSchemaChanged is returned when migrations ran during a rebuild; the
 // next rebuild starts over.
 var ErrSchemaChanged = errors.New("the schema changed")
@@ -405,7 +408,9 @@ func (r *rebuilder) rebuild(ctx context.Context) (RebuildSummary, error) {
 			return r.summary(s), fmt.Errorf("count events: %w", err)
 		}
 		r.total = r.done + n
-		if round > 0 && n < int64(r.opts.TailEvents) {
+		// Live traffic faster than the rebuild would never let the rounds
+		// shrink: after maxCatchUpRounds the rest goes under the swap's lock.
+		if round > 0 && (n < int64(r.opts.TailEvents) || round >= maxCatchUpRounds) {
 			break
 		}
 		cursor, err = r.readEvents(ctx, cursor, to, func(ch *chunk) error {

@@ -326,6 +326,22 @@ func TestRebuildRefusesToSwapAfterAMigration(t *testing.T) {
 	sameState(t, "after the next rebuild", live, snap(t, f.db))
 }
 
+// A view on a read model would stay with the old table: the rebuild
+// refuses to start and names it.
+func TestRebuildRefusesDependentViews(t *testing.T) {
+	f := newFixture(t)
+	projectLikeTheWorker(t, f.p, workload(2, 50), 10)
+	if err := f.db.Exec(`CREATE VIEW visible_messages AS SELECT id, content FROM messages WHERE deleted_at IS NULL`).Error; err != nil {
+		t.Fatal(err)
+	}
+	live := snap(t, f.db)
+	_, err := projections.Rebuild(t.Context(), f.db, projections.RebuildOptions{})
+	if err == nil || !strings.Contains(err.Error(), "view visible_messages") {
+		t.Fatalf("rebuild under a view: %v, want a refusal naming the view", err)
+	}
+	sameState(t, "after the refusal", live, snap(t, f.db))
+}
+
 // Events that no longer pass validation (or no longer apply) are reported
 // with their id and reason and skipped; the rebuild goes on.
 func TestRebuildSkipsBadHistory(t *testing.T) {
