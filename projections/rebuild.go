@@ -524,7 +524,14 @@ func (r *rebuilder) lockRebuild(ctx context.Context) (func(), error) {
 		_ = conn.Close()
 		return nil, ErrRebuildRunning
 	}
-	return func() { discardConn(conn) }, nil
+	return func() {
+		// Unlocked explicitly: a closed session's locks go only when its
+		// backend has noticed, and the next rebuild may already be asking.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.ExecContext(uctx, `SELECT pg_advisory_unlock($1)`, rebuildLockKey)
+		discardConn(conn)
+	}, nil
 }
 
 // discardConn closes conn for good instead of handing it back to the pool
