@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -229,10 +230,15 @@ func (b *batch) lookupStored(tx *gorm.DB) error {
 	return nil
 }
 
-// record inserts the events that stand, with their seq, sorted by id (so
-// concurrent batches lock in one order).
+// record inserts the events that stand, with their seq, in the order they
+// applied: events.position is then each room's projection order, which a
+// rebuild replays (several events of a room can share a batch). Concurrent
+// batches with events of one room cannot overlap (the room's lock is taken
+// first, in load); two that share notification ids (a rebalance) meet them
+// in their partition's order.
 func (b *batch) record(tx *gorm.DB) error {
 	ids := sortedKeys(b.standing)
+	slices.SortFunc(ids, func(x, y string) int { return cmp.Compare(b.standing[x], b.standing[y]) })
 	if len(ids) == 0 {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"sync"
@@ -113,13 +114,27 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	for seed := uint64(1); seed <= 3; seed++ {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			f := newFixture(t)
-			events := workload(seed, 500)
-			for _, e := range events[:250] { // one by one
+			events := workload(seed, 600)
+			for _, e := range events[:150] { // one by one
 				if _, err := f.p.Project(t.Context(), e.Envelope(t), noKafka); err != nil && !errors.Is(err, domain.ErrUnknownMessage) {
 					t.Fatal(err)
 				}
 			}
-			projectLikeTheWorker(t, f.p, events[250:], 40)
+			projectLikeTheWorker(t, f.p, events[150:300], 40)
+			// Batches with several events of a room, as the worker forms them
+			// with KAFKA_MAX_IN_FLIGHT_PER_KEY above 1.
+			rng := rand.New(rand.NewPCG(seed, 7))
+			for start := 300; start < len(events); {
+				end := min(len(events), start+1+rng.IntN(60))
+				items := make([]projections.Item, 0, end-start)
+				for _, e := range events[start:end] {
+					items = append(items, projections.Item{Env: e.Envelope(t), Src: noKafka})
+				}
+				if _, err := f.p.ProjectBatch(t.Context(), items); err != nil {
+					t.Fatal(err)
+				}
+				start = end
+			}
 			live := snap(t, f.db)
 			if len(live["messages"]) == 0 || len(live["room_members"]) == 0 {
 				t.Fatal("the workload built no state")

@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"gorm.io/gorm"
-
-	"github.com/roomcast/roomcast/domain"
 )
 
 // ReplayOptions says how events read again from Kafka are projected.
@@ -70,47 +68,24 @@ func NewReplayer(ctx context.Context, db *gorm.DB, opts ReplayOptions) (*Replaye
 // Close releases the dry run's connection and its temporary tables.
 func (r *Replayer) Close() { r.done() }
 
-// Project projects items in one transaction, in waves that hold at most one
-// event per key (room), each wave set-based like ProjectBatch: a room's
-// events are recorded in the order they apply, as the worker records them,
-// so that a rebuild from events replays them in that order. Results are in
-// the order of items; a returned error is transient (nothing committed).
+// Project projects items in one transaction, set-based like ProjectBatch
+// (in order: a room's events apply and are recorded in the order given).
+// Results are in the order of items; a returned error is transient (nothing
+// committed).
 func (r *Replayer) Project(ctx context.Context, items []Item) ([]Result, error) {
 	results := make([]Result, len(items))
-	var waves [][]int
-	waveOf := map[string]int{} // key -> next wave for it
-	for i, it := range items {
-		key := domain.PartitionKey(it.Env.Event)
-		w := waveOf[key]
-		waveOf[key] = w + 1
-		if w == len(waves) {
-			waves = append(waves, nil)
-		}
-		waves[w] = append(waves[w], i)
+	b := &batch{items: items, results: results, silent: !r.opts.Notify}
+	if err := b.prepare(); err != nil {
+		return nil, err
 	}
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		for _, wave := range waves {
-			b := &batch{items: make([]Item, len(wave)), results: make([]Result, len(wave)), silent: !r.opts.Notify}
-			for j, i := range wave {
-				b.items[j] = items[i]
-			}
-			if err := b.prepare(); err != nil {
+		if r.opts.DryRun {
+			if err := r.copyStored(tx, items); err != nil {
 				return err
-			}
-			if r.opts.DryRun {
-				if err := r.copyStored(tx, b.items); err != nil {
-					return err
-				}
-			}
-			b.reset()
-			if err := b.run(tx); err != nil {
-				return err
-			}
-			for j, i := range wave {
-				results[i] = b.results[j]
 			}
 		}
-		return nil
+		b.reset()
+		return b.run(tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replay a batch of %d events: %w", len(items), err)
