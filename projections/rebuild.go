@@ -351,6 +351,16 @@ func (r *rebuilder) logProblems(ch *chunk) {
 // one still uncommitted. SHARE mode waits for the inserting transactions in
 // flight and holds new ones back for the moment this transaction lasts.
 func (r *rebuilder) bound(ctx context.Context) (int64, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := r.boundOnce(ctx)
+		if err == nil || !isLockTimeout(err) || attempt == 5 || ctx.Err() != nil {
+			return p, err
+		}
+		r.log.Warn("waiting for the projections in flight took too long; trying again", slog.Int("attempt", attempt), slog.Any("error", err))
+	}
+}
+
+func (r *rebuilder) boundOnce(ctx context.Context) (int64, error) {
 	var p int64
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Exec(fmt.Sprintf(`SET LOCAL lock_timeout = %d`, r.opts.LockTimeout.Milliseconds())).Error; err != nil {
