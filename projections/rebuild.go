@@ -67,8 +67,10 @@ type RebuildOptions struct {
 	// during the last one; then the rest is applied under the swap's lock
 	// (default 5000).
 	TailEvents int
-	// LockTimeout bounds how long the swap waits for the live tables' locks
-	// before it gives up, catches up again and retries (default 5s).
+	// LockTimeout bounds how long the swap (and each catch-up bound) waits
+	// for the live tables' locks before it gives up, catches up again and
+	// retries (default 1s). Projections that arrive meanwhile queue behind
+	// the request, so it is also the longest a waiting swap holds them back.
 	LockTimeout time.Duration
 	// Progress, if set, is called after every chunk.
 	Progress func(RebuildProgress)
@@ -83,7 +85,7 @@ func (o *RebuildOptions) setDefaults() {
 		o.TailEvents = 5000
 	}
 	if o.LockTimeout <= 0 {
-		o.LockTimeout = 5 * time.Second
+		o.LockTimeout = time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -114,6 +116,11 @@ type RebuildSummary struct {
 	TailEvents int64
 	Elapsed    time.Duration
 }
+
+// swapAttempts bounds the swaps tried when the live tables' locks are not
+// granted within LockTimeout (live projection is never held back longer
+// than that by one attempt).
+const swapAttempts = 10
 
 // maxCatchUpRounds bounds the catch-up rounds before the swap.
 const maxCatchUpRounds = 20
@@ -440,7 +447,7 @@ func (r *rebuilder) rebuild(ctx context.Context) (RebuildSummary, error) {
 			s.Swapped, s.LockHeld, s.TailEvents = true, held, tail
 			break
 		}
-		if !isLockTimeout(err) || attempt == 5 || ctx.Err() != nil {
+		if !isLockTimeout(err) || attempt == swapAttempts || ctx.Err() != nil {
 			return r.summary(s), err
 		}
 		r.log.Warn("swap: the live tables stayed locked by others; catching up and trying again",

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -339,6 +340,32 @@ func TestRebuildRefusesToSwapAfterAMigration(t *testing.T) {
 		t.Error("the rebuild after the migration resumed the stale one")
 	}
 	sameState(t, "after the next rebuild", live, snap(t, f.db))
+}
+
+// A swap that cannot get the live tables' locks in time (a long projection
+// holds them) gives up, catches up and tries again, holding nothing meanwhile.
+func TestRebuildSwapRetriesWhenLocksAreBusy(t *testing.T) {
+	f := newFixture(t)
+	projectLikeTheWorker(t, f.p, workload(10, 150), 15)
+	live := snap(t, f.db)
+	tx := f.db.Begin()
+	if err := tx.Exec(`LOCK TABLE rooms IN ROW EXCLUSIVE MODE`).Error; err != nil {
+		t.Fatal(err)
+	}
+	const hold = 1000 * time.Millisecond
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(hold)
+		tx.Rollback()
+		close(released)
+	}()
+	start := time.Now()
+	s := rebuild(t, f.db, projections.RebuildOptions{LockTimeout: 200 * time.Millisecond})
+	<-released
+	if !s.Swapped || time.Since(start) < hold {
+		t.Errorf("swapped %v after %v, want a swap after the lock was released (%v)", s.Swapped, time.Since(start), hold)
+	}
+	sameState(t, "after the retried swap", live, snap(t, f.db))
 }
 
 // A view on a read model would stay with the old table: the rebuild
