@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -91,6 +92,12 @@ type batch struct {
 	prints  []string // fingerprint per item
 	valid   []bool
 
+	// Set by replays (rebuild.go, replay.go), never by live projection:
+	// readModelsOnly applies the events to the read models alone (messages,
+	// room_members, rooms): nothing is looked up in or written to events or
+	// deliveries. silent owes no deliveries (a replay without --notify).
+	readModelsOnly, silent bool
+
 	// Reset at every attempt of the transaction:
 	owed      []domain.Delivery
 	rooms     map[string]int64 // last seq per locked room
@@ -131,6 +138,10 @@ func (b *batch) prepare() error {
 	b.prints = make([]string, len(b.items))
 	b.valid = make([]bool, len(b.items))
 	for i, it := range b.items {
+		if b.readModelsOnly {
+			b.valid[i] = true
+			continue
+		}
 		data, fp, err := canonicalData(it.Env)
 		if err != nil {
 			b.results[i] = Result{Err: err}
@@ -157,7 +168,9 @@ func (b *batch) reset() {
 }
 
 func (b *batch) run(tx *gorm.DB) error {
-	if err := b.lookupStored(tx); err != nil {
+	if b.readModelsOnly {
+		// Nothing is stored for the read models being built: every item is new.
+	} else if err := b.lookupStored(tx); err != nil {
 		return err
 	}
 	if err := b.load(tx); err != nil {
@@ -217,10 +230,15 @@ func (b *batch) lookupStored(tx *gorm.DB) error {
 	return nil
 }
 
-// record inserts the events that stand, with their seq, sorted by id (so
-// concurrent batches lock in one order).
+// record inserts the events that stand, with their seq, in the order they
+// applied: events.position is then each room's projection order, which a
+// rebuild replays (several events of a room can share a batch). Concurrent
+// batches with events of one room cannot overlap (the room's lock is taken
+// first, in load); two that share notification ids (a rebalance) meet them
+// in their partition's order.
 func (b *batch) record(tx *gorm.DB) error {
 	ids := sortedKeys(b.standing)
+	slices.SortFunc(ids, func(x, y string) int { return cmp.Compare(b.standing[x], b.standing[y]) })
 	if len(ids) == 0 {
 		return nil
 	}
@@ -342,6 +360,10 @@ func (b *batch) apply(i int, env domain.Envelope) error {
 	res := &b.results[i]
 	switch e := env.Event.(type) {
 	case domain.UserNotification, domain.RoomsNotification:
+		if b.readModelsOnly {
+			res.Outcome = Applied
+			return nil
+		}
 		ds, err := domain.NotificationDeliveries(env)
 		if err != nil {
 			return err
@@ -367,6 +389,10 @@ func (b *batch) apply(i int, env domain.Envelope) error {
 		b.seqOf[env.ID] = seq
 		if m, ok := e.(domain.MessageCreated); ok {
 			b.msgs[m.MessageID].seq = seq
+		}
+		if b.readModelsOnly {
+			res.Outcome = Applied
+			return nil
 		}
 		d, err := domain.RoomDelivery(env, seq)
 		if err != nil {
@@ -447,7 +473,9 @@ func (b *batch) write(tx *gorm.DB) error {
 		}
 		return nil
 	}
-	if err := b.record(tx); err != nil {
+	if b.readModelsOnly {
+		// The events are not recorded again.
+	} else if err := b.record(tx); err != nil {
 		return err
 	}
 	// Messages: new ones inserted with their final state, existing ones updated.
@@ -534,12 +562,15 @@ func (b *batch) write(tx *gorm.DB) error {
 			return err
 		}
 	}
+	if b.readModelsOnly {
+		return nil
+	}
 	if len(b.redactOwn) > 0 {
 		if err := exec("redact events", `UPDATE events SET data = jsonb_set(data, '{content}', '""') WHERE id = ANY(?::text[])`, arr(b.redactOwn)); err != nil {
 			return err
 		}
 	}
-	for start := 0; start < len(b.owed); start += 1000 {
+	for start := 0; start < len(b.owed) && !b.silent; start += 1000 {
 		if err := insertDeliveries(tx, b.owed[start:min(start+1000, len(b.owed))]); err != nil {
 			return err
 		}

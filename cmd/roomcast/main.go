@@ -23,7 +23,10 @@ Usage:
   roomcast emit [-brokers B] [-topic T] read CloudEvents JSON lines on stdin and produce them to Kafka
   roomcast sample [-rooms N] [-messages N]  print a sample conversation as CloudEvents JSON lines
   roomcast dev                      everything on one machine: in-process Kafka, throwaway Postgres, local Pusher capture
-  roomcast replay ...               rebuild projections from history (not yet available)
+  roomcast replay rebuild [-dry-run] [-restart]   rebuild the read models from the events table (sends nothing)
+  roomcast replay kafka -from earliest|<RFC3339> [-notify] [-dry-run]   re-consume the topic's history
+  roomcast dlq list [-id ID] [-reason TEXT]        show the dead-letter topic
+  roomcast dlq redrive (-id ID,...|-reason TEXT|-all) [-dry-run]   send chosen dead letters back to the events topic
 
 Configuration comes from the environment; see README.md.
 `
@@ -96,7 +99,9 @@ func run(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout
 	case "dev":
 		return runDev(ctx, rest, env, stdout, stderr)
 	case "replay":
-		return errors.New("replay: not available yet in this version")
+		return runReplay(ctx, rest, env, stdout, stderr)
+	case "dlq":
+		return runDLQ(ctx, rest, env, stdout, stderr)
 	case "help", "-h", "--help":
 		_, err := io.WriteString(stdout, usage)
 		return err
