@@ -395,6 +395,11 @@ func markersForEveryPartition(t *testing.T, topic string, partitions int32) []*c
 // whose acks came too late for the last commit (one per partition).
 func testGracefulStopMidStream(t *testing.T, bin string) {
 	s := newStack(t)
+	// A graceful stop finishes every event already handed out: with the
+	// default KAFKA_MAX_IN_FLIGHT (5000) the whole script (3000 events) would
+	// be in flight at once and nothing left for the restart.
+	s.env["KAFKA_MAX_IN_FLIGHT"] = "300"
+	s.env["PROJECTION_BATCH_MAX"] = "100"
 	ks := newKillScript("term", 20)
 	total := len(ks.events)
 	s.produceEvents(ks.events...)
