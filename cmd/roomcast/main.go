@@ -54,23 +54,17 @@ func main() {
 
 // run executes one roomcast command. It returns when the command is done or
 // ctx ends.
-// Garbage collector defaults for roomcast, used unless the Go runtime's own
-// GOGC and GOMEMLIMIT are set. Every event leaves short-lived garbage behind
-// (decoding, SQL parameters, HTTP calls) while the live heap stays small, so
-// Go's default (collect when the heap doubles) spent a fifth of the CPU on
-// collection under a backlog. Collecting when the heap grows fivefold, with a
-// soft limit that makes the collector work harder before memory passes
-// 256 MiB, measured 20-30% more events/s (BenchmarkPipeline) at the same
-// peak RSS target (< 300 MB, BenchmarkIngest).
-const (
-	defaultGOGC       = 400
-	defaultGOMEMLIMIT = 256 << 20
-)
+// defaultGOMEMLIMIT is roomcast's soft memory limit unless the Go runtime's
+// own GOMEMLIMIT is set: under a backlog the collector works harder before
+// the process passes it, which keeps `roomcast run` under 300 MB of RSS with
+// the default in-flight caps (BenchmarkIngest: ~265 MB peak at ~12,000
+// events/s; without a limit it grew past 400 MB with twice the events in
+// flight). A lower limit than the in-flight caps need makes the collector
+// run all the time (200 MiB: -35% events/s). Raising GOGC instead measured
+// no gain for `run` (the replay commands raise it, see replay.go).
+const defaultGOMEMLIMIT = 256 << 20
 
 func tuneGC(getenv Getenv) {
-	if getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGOGC)
-	}
 	if getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultGOMEMLIMIT)
 	}
