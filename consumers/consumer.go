@@ -26,7 +26,7 @@ type Config struct {
 	// CloseTimeout bounds how long stopping waits for the handler in flight (default 20s).
 	CloseTimeout time.Duration
 	// MaxInFlightPerPartition and MaxInFlight bound the messages handed out
-	// before acknowledgement (defaults 1000 and 10000; see KeyedSubscriberConfig).
+	// before acknowledgement (KeyedSubscriberConfig's defaults when zero).
 	MaxInFlightPerPartition, MaxInFlight int
 	// MaxInFlightPerKey is how many messages of one key (room) are handed out
 	// at once (default 1). Above 1 the Projector must keep each key's order

@@ -125,7 +125,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	c.Pusher.Timeout = parseDuration("PUSHER_TIMEOUT", 10*time.Second)
 	c.Pusher.MaxConns = c.MaxInFlight
 	c.Retention = parseDuration("DELIVERY_RETENTION", 24*time.Hour)
-	c.InFlightPerPartition = parseInt("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", 1000)
+	c.InFlightPerPartition = parseInt("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", 5000)
 	c.InFlight = parseInt("KAFKA_MAX_IN_FLIGHT", 5000)
 	c.InFlightPerKey = parseInt("KAFKA_MAX_IN_FLIGHT_PER_KEY", 100)
 	c.BatchMax = parseInt("PROJECTION_BATCH_MAX", 1000)
