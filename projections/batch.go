@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -237,7 +238,7 @@ func (b *batch) lookupStored(tx *gorm.DB) error {
 // first, in load); two that share notification ids (a rebalance) meet them
 // in their partition's order.
 func (b *batch) record(tx *gorm.DB) error {
-	ids := sortedKeys(b.standing)
+	ids := slices.Sorted(maps.Keys(b.standing))
 	slices.SortFunc(ids, func(x, y string) int { return cmp.Compare(b.standing[x], b.standing[y]) })
 	if len(ids) == 0 {
 		return nil
@@ -314,7 +315,7 @@ func (b *batch) load(tx *gorm.DB) error {
 		}
 	}
 	if len(roomSet) > 0 {
-		rooms := sortedKeys(roomSet)
+		rooms := slices.Sorted(maps.Keys(roomSet))
 		var locked []struct {
 			RoomID  string
 			LastSeq int64
@@ -334,7 +335,7 @@ func (b *batch) load(tx *gorm.DB) error {
 			Deleted bool
 		}
 		if err := tx.Raw(`SELECT id, room_id, deleted_at IS NOT NULL AS deleted FROM messages WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE`,
-			arr(sortedKeys(msgSet))).Scan(&rows).Error; err != nil {
+			arr(slices.Sorted(maps.Keys(msgSet)))).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("read messages: %w", err)
 		}
 		for _, r := range rows {
@@ -487,7 +488,7 @@ func (b *batch) write(tx *gorm.DB) error {
 	var uID, uContent []string
 	var uEditBy, uDelBy []*string
 	var uEdited, uDeleted []*time.Time
-	for _, id := range sortedKeys(b.msgs) {
+	for _, id := range slices.Sorted(maps.Keys(b.msgs)) {
 		m := b.msgs[id]
 		if !m.changed {
 			continue
@@ -553,7 +554,7 @@ func (b *batch) write(tx *gorm.DB) error {
 	if len(b.seqOf) > 0 {
 		var rooms []string
 		var last []int64
-		for _, r := range sortedKeys(b.rooms) {
+		for _, r := range slices.Sorted(maps.Keys(b.rooms)) {
 			rooms, last = append(rooms, r), append(last, b.rooms[r])
 		}
 		if err := exec("advance room seqs", `UPDATE rooms AS r SET last_seq = u.last_seq, updated_at = now()
@@ -596,15 +597,6 @@ func (b *batch) write(tx *gorm.DB) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func sortedMemberKeys(m map[[2]string]*memberState) [][2]string {

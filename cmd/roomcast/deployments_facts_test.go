@@ -125,7 +125,7 @@ func (f *codeFacts) checkEnv(where string, args []string, env map[string]string,
 		fs.add("%s: %v", where, err)
 		return Config{}, false
 	}
-	for _, name := range sortedKeys(env) {
+	for _, name := range slices.Sorted(maps.Keys(env)) {
 		if !reads[name] {
 			fs.add("%s: sets %s, which `roomcast %s` does not read (not a setting in cmd/roomcast/config.go)", where, name, strings.Join(args, " "))
 		}
@@ -307,13 +307,4 @@ func newDeploymentFacts(t *testing.T) *codeFacts {
 		t.Fatal(err)
 	}
 	return &codeFacts{metrics: mf, workerAddr: w.addr, reads: map[string]map[string]bool{}}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

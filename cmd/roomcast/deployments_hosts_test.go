@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -140,7 +141,7 @@ func checkDockerfile(f *codeFacts, root string) findings {
 		fs.add("%s: CMD: %v", where, err)
 	} else {
 		// ENV holds only defaults: check the names, not a whole configuration.
-		for _, name := range sortedKeys(img.env) {
+		for _, name := range slices.Sorted(maps.Keys(img.env)) {
 			if !reads[name] {
 				fs.add("%s: ENV %s is not a setting roomcast reads", where, name)
 			}
@@ -269,7 +270,7 @@ func checkCompose(f *codeFacts, root string) findings {
 	}
 
 	var worker, migrate *types.ServiceConfig
-	for _, name := range sortedKeys(project.Services) {
+	for _, name := range slices.Sorted(maps.Keys(project.Services)) {
 		svc := project.Services[name]
 		if !isRoomcastService(root, svc) {
 			continue
@@ -354,7 +355,7 @@ func checkCompose(f *codeFacts, root string) findings {
 	}
 	for _, topic := range []string{cfg.Topic, cfg.DLQTopic} {
 		creator := ""
-		for _, name := range sortedKeys(project.Services) {
+		for _, name := range slices.Sorted(maps.Keys(project.Services)) {
 			svc := project.Services[name]
 			script := strings.Join(append(slices.Clone(svc.Entrypoint), svc.Command...), " ")
 			if regexp.MustCompile(`--topic\s+` + regexp.QuoteMeta(topic) + `(\s|$)`).MatchString(script) {

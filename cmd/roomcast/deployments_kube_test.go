@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -175,7 +176,7 @@ func (ks *kubeSet) check(f *codeFacts, fs *findings, alerts map[string]string) {
 			fs.add("%s: has no %s", ks.where, kind)
 		}
 	}
-	for _, name := range sortedKeys(ks.configMaps) {
+	for _, name := range slices.Sorted(maps.Keys(ks.configMaps)) {
 		for key := range ks.configMaps[name].Data {
 			if isSecretSetting(key) {
 				fs.add("%s: ConfigMap %s holds %s, a secret: it belongs in a Secret", ks.where, name, key)
@@ -342,7 +343,7 @@ func (ks *kubeSet) checkContainer(f *codeFacts, at string, pod *corev1.PodSpec, 
 		fs.add("%s: command %v replaces the image's entrypoint /roomcast", at, c.Command)
 	}
 	env, fromSecret := ks.containerEnv(at, c, fs)
-	for _, name := range sortedKeys(env) {
+	for _, name := range slices.Sorted(maps.Keys(env)) {
 		if isSecretSetting(name) && !fromSecret[name] {
 			fs.add("%s: %s must come from a Secret, not a ConfigMap or a literal value", at, name)
 		}
@@ -568,7 +569,7 @@ func (ks *kubeSet) checkRules(f *codeFacts, jobs map[string]bool, fs *findings, 
 				checkPromQL(f.metrics, at, expr, fs)
 				for _, m := range promJobLabel.FindAllStringSubmatch(expr, -1) {
 					if !jobs[m[1]] {
-						fs.add("%s: matches job=%q, but the ServiceMonitor's series get job %v", at, m[1], sortedKeys(jobs))
+						fs.add("%s: matches job=%q, but the ServiceMonitor's series get job %v", at, m[1], slices.Sorted(maps.Keys(jobs)))
 					}
 				}
 				if r.Alert != "" {
@@ -652,7 +653,7 @@ func (ks *kubeSet) checkScaledObject(f *codeFacts, so *kedaScaledObject, fs *fin
 		kafka++
 		tat := fmt.Sprintf("%s trigger %d", at, i)
 		md := tr.Metadata
-		for _, k := range sortedKeys(md) {
+		for _, k := range slices.Sorted(maps.Keys(md)) {
 			if !kedaKafkaParameters[strings.TrimSuffix(k, "FromEnv")] {
 				fs.add("%s: %q is not a parameter of KEDA's kafka scaler", tat, k)
 			}
@@ -673,7 +674,7 @@ func (ks *kubeSet) checkScaledObject(f *codeFacts, so *kedaScaledObject, fs *fin
 			"consumerGroup":    cfg.ConsumerGroup,
 			"topic":            cfg.Topic,
 		}
-		for _, param := range sortedKeys(want) {
+		for _, param := range slices.Sorted(maps.Keys(want)) {
 			got, ok := resolve(param)
 			got = strings.ReplaceAll(got, " ", "")
 			if !ok || got != want[param] {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -53,7 +54,7 @@ func checkPromQL(m *metricFacts, where, expr string, fs *findings) []string {
 		}
 		for _, mm := range promMatcher.FindAllStringSubmatch(sel[2], -1) {
 			if l := mm[1]; !ls[l] && !targetLabels[l] {
-				fs.add("%s: %s has no label %q (its labels: %s) (in %q)", where, sel[1], l, strings.Join(sortedKeys(ls), ", "), oneLine(expr))
+				fs.add("%s: %s has no label %q (its labels: %s) (in %q)", where, sel[1], l, strings.Join(slices.Sorted(maps.Keys(ls)), ", "), oneLine(expr))
 			}
 		}
 	}
@@ -256,7 +257,7 @@ func checkDashboardJSON(f *codeFacts, where string, src []byte, fs *findings) {
 		}
 	}
 	walk(d.Panels)
-	for _, what := range sortedKeys(dashboardMetrics) {
+	for _, what := range slices.Sorted(maps.Keys(dashboardMetrics)) {
 		if name := dashboardMetrics[what]; !used[name] {
 			fs.add("%s: no panel shows %s (%s)", where, what, name)
 		}
@@ -281,7 +282,7 @@ func checkAlertDocs(root string, alerts map[string]string) findings {
 			headings[strings.ToLower(strings.Trim(strings.TrimLeft(line, "# "), " `"))] = true
 		}
 	}
-	for _, alert := range sortedKeys(alerts) {
+	for _, alert := range slices.Sorted(maps.Keys(alerts)) {
 		url := alerts[alert]
 		if !headings[strings.ToLower(alert)] {
 			fs.add("deployments/README.md: no section %q says what the alert means", alert)

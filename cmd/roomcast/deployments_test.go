@@ -1,8 +1,10 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -30,7 +32,7 @@ func TestDeployments(t *testing.T) {
 		"systemd":      checkSystemd,
 		"grafana":      checkDashboard,
 	}
-	for _, name := range sortedKeys(checks) {
+	for _, name := range slices.Sorted(maps.Keys(checks)) {
 		t.Run(name, func(t *testing.T) {
 			for _, problem := range checks[name](f, root) {
 				t.Error(problem)
