@@ -58,7 +58,12 @@ func (h *handler) Handle(msg *message.Message) error {
 	return nil
 }
 
+// deadLetter counts and logs a message about to be dead-lettered, once the
+// earlier messages of its key are acked: with several messages of a room in
+// flight, the dead letters of a room still reach the dead-letter topic in the
+// room's order (re-driving them later replays them in that order).
 func (h *handler) deadLetter(msg *message.Message, typ, kind string, err error) {
+	turnFrom(msg.Context()).waitEarlierAcked(msg.Context())
 	h.metrics.deadLettered.WithLabelValues(typ, kind).Inc()
 	attrs := []any{slog.String("type", typ), slog.String("reason", err.Error())}
 	if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok {
@@ -103,6 +108,7 @@ func (h *handler) recoverPanics(next message.HandlerFunc) message.HandlerFunc {
 		var rec middleware.RecoveredPanicError
 		if errors.As(err, &rec) {
 			h.log.Error("panic while handling an event: dead-lettering it", slog.Any("panic", rec.V), slog.String("stack", rec.Stacktrace))
+			turnFrom(msg.Context()).waitEarlierAcked(msg.Context())
 			h.metrics.deadLettered.WithLabelValues(sniffType(msg.Payload), "panic").Inc()
 			return msgs, handlerPanic{value: rec.V}
 		}

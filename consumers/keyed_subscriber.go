@@ -522,6 +522,7 @@ func (p *keyedPartition) ack(rec *keyedRecord) {
 	}
 	rec.cancel()
 	rec.turn.markDone()
+	rec.turn.acked.Store(true)
 	rec.acked, rec.msg = true, nil
 	p.processing--
 	q := p.keys[rec.key]

@@ -3,6 +3,7 @@ package consumers
 import (
 	"context"
 	"sync/atomic"
+	"time"
 )
 
 // turn is a message's place in its key's order. KeyedSubscriber gives every
@@ -20,8 +21,9 @@ import (
 // (which covers dead letters and every other path). A nack leaves it undone:
 // the message comes back and its successors keep waiting.
 type turn struct {
-	prev atomic.Pointer[turn]
-	done atomic.Bool
+	prev  atomic.Pointer[turn]
+	done  atomic.Bool
+	acked atomic.Bool // the message was acked (done too); set by the subscriber
 }
 
 // markDone records that t's message has taken effect (or never will).
@@ -32,18 +34,53 @@ func (t *turn) markDone() {
 }
 
 // firstPending returns the nearest earlier turn of the key that is not done,
-// or nil when every earlier one is. It drops the done ones from the chain as
-// it goes, so a long-lived key does not keep its history reachable.
+// or nil when every earlier one is. It drops acked turns from the chain as it
+// goes, so a long-lived key does not keep its history reachable (a turn done
+// but not yet acked stays linked: see earlierUnacked).
 func (t *turn) firstPending() *turn {
 	if t == nil {
 		return nil
 	}
-	for {
-		p := t.prev.Load()
-		if p == nil || !p.done.Load() {
+	for p := t.prev.Load(); p != nil; {
+		if !p.done.Load() {
 			return p
 		}
-		t.prev.CompareAndSwap(p, p.prev.Load())
+		next := p.prev.Load()
+		if p.acked.Load() && t.prev.CompareAndSwap(p, next) {
+			p = next
+			continue
+		}
+		p = next
+	}
+	return nil
+}
+
+// earlierUnacked reports whether an earlier message of the key is still
+// unacked (being projected, or being dead-lettered).
+func (t *turn) earlierUnacked() bool {
+	if t == nil {
+		return false
+	}
+	for p := t.prev.Load(); p != nil; p = p.prev.Load() {
+		if !p.acked.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// waitEarlierAcked waits until every earlier message of t's key is acked, or
+// ctx ends. A handler calls it before it returns a permanent error, so that
+// the dead letters of a room reach the dead-letter topic in the room's order
+// (the events of a room are handled concurrently). It polls: dead letters
+// are rare.
+func (t *turn) waitEarlierAcked(ctx context.Context) {
+	for wait := 100 * time.Microsecond; t.earlierUnacked(); wait = min(2*wait, 10*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 }
 

@@ -203,15 +203,16 @@ func TestBatcherEventReleasedByAnAckElsewhere(t *testing.T) {
 
 	submit(b, "m2", room[1], answers)
 	expectNoBatch(t, g)
-	room[0].markDone() // m1 was dead-lettered and acked
+	room[0].markDone() // m1 was dead-lettered (then acked)
 	expectBatch(t, g, "m2") <- nil
 	if a := <-answers; a.id != "m2" || a.err != nil {
 		t.Fatalf("answer %+v", a)
 	}
 }
 
-// firstPending skips done turns (even one done before its predecessor) and
-// drops them from the chain.
+// firstPending skips done turns (even one done before its predecessor);
+// acked ones are dropped from the chain, done ones not yet acked stay so that
+// a dead letter can wait for them.
 func TestTurnFirstPending(t *testing.T) {
 	ts := chain(4)
 	if p := ts[3].firstPending(); p != ts[2] {
@@ -226,7 +227,43 @@ func TestTurnFirstPending(t *testing.T) {
 	if p := ts[3].firstPending(); p != nil {
 		t.Fatalf("firstPending with every earlier turn done = %p, want nil", p)
 	}
-	if ts[3].prev.Load() != nil {
-		t.Errorf("the done turns are still linked")
+	if !ts[3].earlierUnacked() {
+		t.Errorf("earlierUnacked with done turns not acked = false")
 	}
+	for _, x := range ts[:3] {
+		x.acked.Store(true)
+	}
+	if ts[3].earlierUnacked() {
+		t.Errorf("earlierUnacked with every earlier turn acked = true")
+	}
+	if p := ts[3].firstPending(); p != nil || ts[3].prev.Load() != nil {
+		t.Errorf("firstPending = %p and prev = %p once the earlier turns are acked, want both nil (dropped)", p, ts[3].prev.Load())
+	}
+}
+
+// A dead letter waits until the earlier messages of its room are acked (their
+// dead letters published first), and gives up when its message's context ends.
+func TestTurnWaitEarlierAcked(t *testing.T) {
+	ts := chain(2)
+	waited := make(chan struct{})
+	go func() {
+		ts[1].waitEarlierAcked(context.Background())
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		t.Fatal("waitEarlierAcked returned while the earlier message is unacked")
+	case <-time.After(50 * time.Millisecond):
+	}
+	ts[0].markDone()
+	ts[0].acked.Store(true)
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("waitEarlierAcked still waits after the earlier message was acked")
+	}
+	stuck := chain(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	stuck[1].waitEarlierAcked(ctx) // returns once ctx ends
 }
