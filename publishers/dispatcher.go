@@ -221,6 +221,7 @@ type pipeline struct {
 	known     map[int64]struct{} // held: queued, in flight or accepted and not yet marked
 	queued    int
 	inflight  int
+	sending   int // deliveries in the calls in flight
 	results   chan callResult
 	accepted  []domain.Delivery // accepted by Pusher, to mark
 	marking   []domain.Delivery // being marked now (one update at a time)
@@ -373,16 +374,25 @@ func (p *pipeline) makeReady(l *lane) {
 }
 
 // launch starts calls while there is room in flight and sending is not paused.
+//
+// Deliveries sent and not yet marked (in flight, accepted, being marked) are
+// what a crash sends twice; marks are written in the background, so they are
+// capped at two turns of calls: past that, sending waits for the marks.
 func (p *pipeline) launch() {
+	unconfirmed := 2 * p.d.cfg.MaxInFlight * p.d.cfg.BatchEvents
 	for p.inflight < p.d.cfg.MaxInFlight && !time.Now().Before(p.pauseTill) {
 		if p.probing && p.inflight > 0 {
 			return // one call at a time until Pusher accepts one again
+		}
+		if p.sending+len(p.accepted)+len(p.marking) >= unconfirmed {
+			return // the marks are behind: the next one wakes the loop
 		}
 		c := p.nextCall()
 		if c == nil {
 			return
 		}
 		p.inflight++
+		p.sending += len(c.ds)
 		c.started = time.Now()
 		p.queued -= len(c.ds)
 		p.d.metrics.inFlight.Inc()
@@ -464,6 +474,7 @@ func (d *Dispatcher) send(c *call) error {
 func (p *pipeline) handle(ctx context.Context, res callResult) {
 	d, c := p.d, res.call
 	p.inflight--
+	p.sending -= len(c.ds)
 	d.metrics.inFlight.Dec()
 	defer func() {
 		for _, l := range c.lanes {
