@@ -222,7 +222,10 @@ func (b *batch) lookupStored(tx *gorm.DB) error {
 		return nil
 	}
 	var stored []struct{ ID, Fingerprint string }
-	if err := tx.Raw(`SELECT id, fingerprint FROM events WHERE id = ANY(?::text[])`, arr(ids)).Scan(&stored).Error; err != nil {
+	// A join with unnest, not id = ANY: on a table growing faster than
+	// autovacuum analyzes it, the planner chose a sequential scan for a
+	// thousand ids (17 ms on 170,000 rows, against 2 ms by the primary key).
+	if err := tx.Raw(`SELECT e.id, e.fingerprint FROM unnest(?::text[]) AS u(id) JOIN events e ON e.id = u.id`, arr(ids)).Scan(&stored).Error; err != nil {
 		return fmt.Errorf("read stored events: %w", err)
 	}
 	for _, st := range stored {
@@ -334,7 +337,8 @@ func (b *batch) load(tx *gorm.DB) error {
 			RoomID  string
 			Deleted bool
 		}
-		if err := tx.Raw(`SELECT id, room_id, deleted_at IS NOT NULL AS deleted FROM messages WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE`,
+		// unnest join: see lookupStored.
+		if err := tx.Raw(`SELECT m.id, m.room_id, m.deleted_at IS NOT NULL AS deleted FROM unnest(?::text[]) AS u(id) JOIN messages m ON m.id = u.id ORDER BY m.id FOR UPDATE OF m`,
 			arr(slices.Sorted(maps.Keys(msgSet)))).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("read messages: %w", err)
 		}

@@ -142,8 +142,8 @@ func (o *Outbox) MarkDelivered(ctx context.Context, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	err := o.db.WithContext(ctx).Exec(`UPDATE deliveries SET delivered_at = now(), attempts = attempts + 1
-		WHERE id = ANY(?::bigint[]) AND delivered_at IS NULL`, arr(ids)).Error
+	err := o.db.WithContext(ctx).Exec(`UPDATE deliveries AS d SET delivered_at = now(), attempts = d.attempts + 1
+		FROM unnest(?::bigint[]) AS u(id) WHERE d.id = u.id AND d.delivered_at IS NULL`, arr(ids)).Error
 	if err != nil {
 		return fmt.Errorf("mark %d deliveries delivered: %w", len(ids), err)
 	}
