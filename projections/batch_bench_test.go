@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"fmt"
+	"gorm.io/gorm"
 	"testing"
 	"time"
 
@@ -24,20 +25,7 @@ func BenchmarkProjectBatch(b *testing.B) {
 	b.Cleanup(func() { _ = pg.Stop() })
 	for _, size := range []int{1, 100, 500, 2000} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
-			url, err := pg.CreateDatabase(ctx, fmt.Sprintf("bench_%d_%d", size, time.Now().UnixNano()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			db, err := projections.Open(ctx, url, 2)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = projections.Close(db) }()
-			sqlDB, _ := projections.SQL(db)
-			m, _ := migrations.New(sqlDB)
-			if _, err := m.Up(ctx); err != nil {
-				b.Fatal(err)
-			}
+			db := benchDatabase(b, pg, fmt.Sprintf("bench_%d", size), 2)
 			p := projections.NewProjector(db, nil, nil)
 			const events = 20000
 			items := make([]projections.Item, events)
@@ -57,4 +45,32 @@ func BenchmarkProjectBatch(b *testing.B) {
 			b.ReportMetric(float64(events*b.N)/time.Since(start).Seconds(), "events/s")
 		})
 	}
+}
+
+// benchDatabase creates a fresh, migrated database on pg (a cluster with
+// default durability) and opens it with up to conns connections until b ends.
+func benchDatabase(b *testing.B, pg *localstack.Postgres, name string, conns int) *gorm.DB {
+	b.Helper()
+	ctx := context.Background()
+	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("%s_%d", name, time.Now().UnixNano()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, err := projections.Open(ctx, url, conns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = projections.Close(db) })
+	sqlDB, err := projections.SQL(db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := migrations.New(sqlDB)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return db
 }

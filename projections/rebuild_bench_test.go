@@ -14,7 +14,6 @@ import (
 	"github.com/roomcast/roomcast/domain"
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/localstack"
-	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 )
 
@@ -34,20 +33,7 @@ func BenchmarkRebuild(b *testing.B) {
 		b.Fatalf("postgres: %v", err)
 	}
 	b.Cleanup(func() { _ = pg.Stop() })
-	url, err := pg.CreateDatabase(ctx, fmt.Sprintf("bench_rebuild_%d", time.Now().UnixNano()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	db, err := projections.Open(ctx, url, 6)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = projections.Close(db) }()
-	sqlDB, _ := projections.SQL(db)
-	m, _ := migrations.New(sqlDB)
-	if _, err := m.Up(ctx); err != nil {
-		b.Fatal(err)
-	}
+	db := benchDatabase(b, pg, "bench_rebuild", 6)
 	p := projections.NewProjector(db, nil, nil)
 
 	const rooms = 1000
