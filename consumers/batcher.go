@@ -41,7 +41,7 @@ type BatcherConfig struct {
 type Batcher struct {
 	projector BatchProjector
 	cfg       BatcherConfig
-	requests  chan batchRequest
+	requests  chan *batchRequest
 	stopped   chan struct{} // closed when Run has returned
 	metrics   *batcherMetrics
 }
@@ -70,7 +70,7 @@ func NewBatcher(p BatchProjector, cfg BatcherConfig) *Batcher {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 2
 	}
-	return &Batcher{projector: p, cfg: cfg, requests: make(chan batchRequest, cfg.MaxBatch),
+	return &Batcher{projector: p, cfg: cfg, requests: make(chan *batchRequest, cfg.MaxBatch),
 		stopped: make(chan struct{}), metrics: newBatcherMetrics(cfg.Registerer)}
 }
 
@@ -78,7 +78,7 @@ func NewBatcher(p BatchProjector, cfg BatcherConfig) *Batcher {
 // committed (or failed). Its error is the event's own rejection (see
 // projections.Result) or the batch's transient failure.
 func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projections.Source) (projections.Outcome, error) {
-	req := batchRequest{item: projections.Item{Env: env, Src: src}, ctx: ctx, turn: turnFrom(ctx), done: make(chan batchAnswer, 1)}
+	req := &batchRequest{item: projections.Item{Env: env, Src: src}, ctx: ctx, turn: turnFrom(ctx), done: make(chan batchAnswer, 1)}
 	select {
 	case b.requests <- req:
 	case <-ctx.Done():
@@ -120,7 +120,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 	// nor in the batch when they were last looked at; only a finished batch
 	// (or the poll) can release them, so only then are they looked at again.
 	// fresh have not been looked at since they came (or did not fit).
-	var blocked, fresh []batchRequest
+	var blocked, fresh []*batchRequest
 	rescan := false
 	poll := time.NewTicker(5 * time.Millisecond)
 	defer poll.Stop()
@@ -183,7 +183,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 // form picks the next batch from cands, in an order that keeps every key's
 // order. It returns the batch, the candidates blocked by an earlier event of
 // their key, and the others that did not fit (both in the order they came).
-func (b *Batcher) form(cands []batchRequest) (batch, blocked, rest []batchRequest) {
+func (b *Batcher) form(cands []*batchRequest) (batch, blocked, rest []*batchRequest) {
 	if len(cands) == 0 {
 		return nil, nil, nil
 	}
@@ -240,7 +240,7 @@ func (b *Batcher) form(cands []batchRequest) (batch, blocked, rest []batchReques
 	return batch, blocked, rest
 }
 
-func (b *Batcher) project(batch []batchRequest) {
+func (b *Batcher) project(batch []*batchRequest) {
 	items := make([]projections.Item, len(batch))
 	for i, r := range batch {
 		items[i] = r.item

@@ -61,6 +61,28 @@ func Open(ctx context.Context, dsn string, maxConns int) (*gorm.DB, error) {
 	return db, nil
 }
 
+// scanRaw runs q (a Raw query) and scans its rows into dest as GORM's Scan
+// does, without Scan's statement recorder: that renders the SQL with every
+// argument inlined for the logger, even a discarding one (regexp and fmt
+// over a batch's arrays: 5% of roomcast's CPU and 13% of its allocations in
+// BenchmarkIngest).
+func scanRaw(q *gorm.DB, dest any) error {
+	rows, err := q.Rows()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	if rows.Next() {
+		if err := q.ScanRows(rows, dest); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return rows.Close()
+}
+
 // SQL returns the database/sql handle under db (for migrations and health checks).
 func SQL(db *gorm.DB) (*sql.DB, error) { return db.DB() }
 

@@ -173,7 +173,7 @@ func StoredIDs(ctx context.Context, db *gorm.DB, ids []string) (map[string]bool,
 		return out, nil
 	}
 	var found []string
-	if err := db.WithContext(ctx).Raw(`SELECT id FROM events WHERE id = ANY(?::text[])`, arr(ids)).Scan(&found).Error; err != nil {
+	if err := scanRaw(db.WithContext(ctx).Raw(`SELECT id FROM events WHERE id = ANY(?::text[])`, arr(ids)), &found); err != nil {
 		return nil, fmt.Errorf("look up stored events: %w", err)
 	}
 	for _, id := range found {

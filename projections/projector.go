@@ -1,11 +1,9 @@
 package projections
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,7 +107,7 @@ func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source
 		}
 		if res.RowsAffected == 0 {
 			var stored string
-			if err := tx.Raw(`SELECT fingerprint FROM events WHERE id = ?`, env.ID).Scan(&stored).Error; err != nil {
+			if err := scanRaw(tx.Raw(`SELECT fingerprint FROM events WHERE id = ?`, env.ID), &stored); err != nil {
 				return fmt.Errorf("read stored event: %w", err)
 			}
 			outcome = Duplicate
@@ -171,8 +169,8 @@ func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source
 func applyRoomEvent(tx *gorm.DB, env domain.Envelope, e domain.RoomEvent) (Outcome, []domain.Delivery, error) {
 	room := e.Room()
 	var lastSeq int64
-	if err := tx.Raw(`INSERT INTO rooms (room_id) VALUES (?)
-		ON CONFLICT (room_id) DO UPDATE SET room_id = EXCLUDED.room_id RETURNING last_seq`, room).Scan(&lastSeq).Error; err != nil {
+	if err := scanRaw(tx.Raw(`INSERT INTO rooms (room_id) VALUES (?)
+		ON CONFLICT (room_id) DO UPDATE SET room_id = EXCLUDED.room_id RETURNING last_seq`, room), &lastSeq); err != nil {
 		return 0, nil, fmt.Errorf("lock room: %w", err)
 	}
 	seq := lastSeq + 1
@@ -263,7 +261,7 @@ func lookupMessage(tx *gorm.DB, roomID, messageID string) (deleted bool, err err
 		RoomID  string
 		Deleted bool
 	}
-	if err := tx.Raw(`SELECT room_id, deleted_at IS NOT NULL AS deleted FROM messages WHERE id = ? FOR UPDATE`, messageID).Scan(&rows).Error; err != nil {
+	if err := scanRaw(tx.Raw(`SELECT room_id, deleted_at IS NOT NULL AS deleted FROM messages WHERE id = ? FOR UPDATE`, messageID), &rows); err != nil {
 		return false, fmt.Errorf("read message: %w", err)
 	}
 	if len(rows) == 0 || rows[0].RoomID != roomID {
@@ -346,18 +344,16 @@ func insertDeliveries(tx *gorm.DB, ds []domain.Delivery) error {
 // canonicalData returns the event's data as stored (keys sorted, numbers
 // kept exactly, no HTML escaping) and its fingerprint.
 func canonicalData(env domain.Envelope) (string, string, error) {
-	dec := json.NewDecoder(bytes.NewReader(env.Data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return "", "", fmt.Errorf("%w: data: %v", domain.ErrInvalidEvent, err)
-	}
-	data, err := domain.MarshalPayload(v)
+	data, err := domain.CanonicalJSON(env.Data)
 	if err != nil {
 		return "", "", fmt.Errorf("%w: data: %v", domain.ErrInvalidEvent, err)
 	}
-	sum := sha256.Sum256(append([]byte(string(env.Type)+"\n"), data...))
-	return string(data), hex.EncodeToString(sum[:]), nil
+	h := sha256.New()
+	h.Write([]byte(env.Type))
+	h.Write([]byte{'\n'})
+	h.Write(data)
+	var sum [sha256.Size]byte
+	return string(data), hex.EncodeToString(h.Sum(sum[:0])), nil
 }
 
 // occurredAt is an event's occurred_at: its CloudEvents time, else the Kafka

@@ -274,7 +274,11 @@ func startIngestStack(b *testing.B) *ingestStack {
 	st := &ingestStack{bin: buildBinary(b)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	pg, err := localstack.StartPostgres(ctx, localstack.PostgresConfig{}) // default durability: no Settings
+	var pgCfg localstack.PostgresConfig // default durability
+	if os.Getenv("INGEST_BENCH_STATEMENTS") != "" {
+		pgCfg.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements"}
+	}
+	pg, err := localstack.StartPostgres(ctx, pgCfg)
 	if err != nil {
 		b.Fatalf("postgres: %v", err)
 	}
@@ -357,6 +361,12 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 	}
 	defer db.Close()
 	st.pusher.Reset()
+	statements := os.Getenv("INGEST_BENCH_STATEMENTS") != ""
+	if statements {
+		if _, err := db.Exec(context.Background(), `CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()`); err != nil {
+			b.Fatalf("pg_stat_statements: %v", err)
+		}
+	}
 
 	p := st.startRoomcast(b, name, topic, dbURL, overrides)
 	// The clock starts at the first consumed event.
@@ -437,6 +447,9 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 	rss := p.peakRSSMB(b)
 	p.stop(b)
 	logTableStats(name, db)
+	if statements {
+		logStatementStats(name, db)
+	}
 
 	res := ingestResult{
 		eventsPerSec:  float64(n) / elapsed.Seconds(),
@@ -839,6 +852,31 @@ func logTableStats(name string, db *pgxpool.Pool) {
 		}
 		progressf("%s: table %-13s %7d rows, %6d seq scans reading %10d rows, %7d index scans, %7d inserts, %7d updates, autoanalyze %d (last %s), autovacuum %d",
 			name, rel, live, seqScan, seqRead, idxScan, ins, upd, analyses, analyzed, vacuums)
+	}
+}
+
+// logStatementStats prints the statements that took most of Postgres's time
+// during the run (INGEST_BENCH_STATEMENTS=1 loads pg_stat_statements).
+func logStatementStats(name string, db *pgxpool.Pool) {
+	rows, err := db.Query(context.Background(), `
+		SELECT total_exec_time, 100 * total_exec_time / sum(total_exec_time) OVER (), calls, rows, wal_bytes::bigint,
+		       left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		ORDER BY total_exec_time DESC LIMIT 15`)
+	if err != nil {
+		progressf("%s: statement stats: %v", name, err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ms, pct float64
+		var calls, n, wal int64
+		var q string
+		if err := rows.Scan(&ms, &pct, &calls, &n, &wal, &q); err != nil {
+			progressf("%s: statement stats: %v", name, err)
+			return
+		}
+		progressf("%s: statement %8.0f ms %4.1f%% %6d calls %8d rows %6.0f MB WAL: %s", name, ms, pct, calls, n, float64(wal)/1e6, q)
 	}
 }
 
