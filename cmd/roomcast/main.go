@@ -52,24 +52,32 @@ func main() {
 	}
 }
 
-// run executes one roomcast command. It returns when the command is done or
-// ctx ends.
-// defaultGOMEMLIMIT is roomcast's soft memory limit unless the Go runtime's
-// own GOMEMLIMIT is set: under a backlog the collector works harder before
-// the process passes it, which keeps `roomcast run` under 300 MB of RSS with
-// the default in-flight caps (BenchmarkIngest: ~265 MB peak at ~12,000
-// events/s; without a limit it grew past 400 MB with twice the events in
-// flight). A lower limit than the in-flight caps need makes the collector
-// run all the time (200 MiB: -35% events/s). Raising GOGC instead measured
-// no gain for `run` (the replay commands raise it, see replay.go).
-const defaultGOMEMLIMIT = 256 << 20
+// defaultGOMEMLIMIT and defaultGOGC tune the Go collector unless the
+// runtime's own GOMEMLIMIT and GOGC are set. Under a backlog `roomcast run`
+// holds a few thousand events and their handler goroutines (~70-120 MB of
+// heap, ~60 MB of stacks) and allocates ~3.5 GB per 200,000 events, so at
+// the runtime's GOGC of 100 it collected five times a second and spent over a
+// quarter of its CPU on it. GOGC=200 halves that (BenchmarkIngest: +13-20%
+// events/s), and the soft limit keeps the process under 300 MB of RSS with
+// the default in-flight caps (peak ~270 MB): the collector works harder
+// before the process passes it. A lower limit than the in-flight caps need
+// makes the collector run all the time (200 MiB: -35% events/s).
+const (
+	defaultGOMEMLIMIT = 256 << 20
+	defaultGOGC       = 200
+)
 
 func tuneGC(getenv Getenv) {
 	if getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultGOMEMLIMIT)
 	}
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGOGC)
+	}
 }
 
+// run executes one roomcast command. It returns when the command is done or
+// ctx ends.
 func run(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: no command", errUsage)
