@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"gorm.io/gorm"
 
@@ -56,7 +57,6 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 	p.metrics.seconds.Observe(time.Since(start).Seconds())
 	for i, r := range results {
 		env := items[i].Env
-		attrs := logAttrs(env.ID, string(env.Type), eventRoom(env.Event))
 		switch {
 		case errors.Is(r.Err, domain.ErrUnknownMessage):
 			p.metrics.projected.WithLabelValues(string(env.Type), "unknown_message").Inc()
@@ -64,7 +64,7 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 		case r.Outcome == Conflict:
 			p.metrics.projected.WithLabelValues(string(env.Type), r.Outcome.String()).Inc()
 			p.metrics.conflicts.WithLabelValues(string(env.Type)).Inc()
-			p.log.Warn("event id reused with a different payload: the first one stands", attrs...)
+			p.log.Warn("event id reused with a different payload: the first one stands", logAttrs(env.ID, string(env.Type), eventRoom(env.Event))...)
 		default:
 			p.metrics.projected.WithLabelValues(string(env.Type), r.Outcome.String()).Inc()
 		}
@@ -276,20 +276,24 @@ func (b *batch) record(tx *gorm.DB) error {
 			partitions, offsets = append(partitions, nil), append(offsets, nil)
 		}
 	}
-	var inserted []string
-	err := scanRaw(tx.Raw(`INSERT INTO events (id, type, source, subject, room_id, seq, data, fingerprint, occurred_at, kafka_partition, kafka_offset)
+	// A plain insert: the ids were looked up in this transaction, so one
+	// already stored can only be another transaction's that committed since
+	// (two consumers during a rebalance), and then the insert fails on the
+	// primary key (or waits for that transaction and then fails). ON
+	// CONFLICT DO NOTHING would cost a speculative insertion for every row
+	// to catch that rare case.
+	err := tx.Exec(`INSERT INTO events (id, type, source, subject, room_id, seq, data, fingerprint, occurred_at, kafka_partition, kafka_offset)
 		SELECT u.id, u.type, u.source, u.subject, u.room_id, u.seq, u.data::jsonb, u.fingerprint, u.occurred_at, u.kafka_partition, u.kafka_offset
 		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::timestamptz[], ?::int[], ?::bigint[])
 		  WITH ORDINALITY AS u(id, type, source, subject, room_id, seq, data, fingerprint, occurred_at, kafka_partition, kafka_offset, n)
-		ORDER BY u.n
-		ON CONFLICT (id) DO NOTHING RETURNING id`,
+		ORDER BY u.n`,
 		arr(ids), arr(types), arr(sources), arr(subjects), arr(rooms), arr(seqs), arr(data),
-		arr(prints), arr(occurred), arr(partitions), arr(offsets)), &inserted)
+		arr(prints), arr(occurred), arr(partitions), arr(offsets)).Error
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ && pgErr.ConstraintName == "events_pkey" {
+		return errClaimedMeanwhile
+	}
 	if err != nil {
 		return fmt.Errorf("insert events: %w", err)
-	}
-	if len(inserted) != len(ids) {
-		return errClaimedMeanwhile
 	}
 	return nil
 }

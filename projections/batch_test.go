@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -194,5 +196,68 @@ func TestConcurrentBatchesApplyAnEventOnce(t *testing.T) {
 		if n := f.count("deliveries", "event_id = ?", e.ID); n != 1 {
 			t.Fatalf("round %d: %d deliveries, want 1", round, n)
 		}
+	}
+}
+
+// A batch that looked an id up as new, and then finds it recorded by a
+// transaction that committed meanwhile (two consumers during a rebalance),
+// fails as a whole with a transient error, and its retry sees the id as
+// stored: nothing is applied twice.
+func TestBatchLosingTheRaceForAnIDFailsAndIsRetried(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	e := chattest.MessageCreated("r-race", "m-race", "hello")
+	other := chattest.MessageCreated("r-race", "m-other", "first")
+	items := []projections.Item{{Env: other.Envelope(t), Src: noKafka}, {Env: e.Envelope(t), Src: noKafka}}
+
+	rival := f.db.Begin()
+	if err := rival.Exec(`INSERT INTO events (id, type, source, data, fingerprint, occurred_at) VALUES (?, ?, '/rival', '{}', 'rival', now())`,
+		e.ID, string(e.Type)).Error; err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.p.ProjectBatch(ctx, items)
+		done <- err
+	}()
+	// The batch's insert waits for the rival's uncommitted key.
+	waitFor(t, "the batch to wait for the rival transaction", func() bool {
+		var n int64
+		f.db.Raw(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO events%'`).Scan(&n)
+		return n == 1
+	})
+	if err := rival.Commit().Error; err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	if err == nil || !strings.Contains(err.Error(), "recorded concurrently") {
+		t.Fatalf("batch that lost the race: error %v, want the transient 'recorded concurrently'", err)
+	}
+	if n := f.count("events", "id = ?", other.ID); n != 0 {
+		t.Fatalf("the failed batch left %d rows of its other event", n)
+	}
+	results, err := f.p.ProjectBatch(ctx, items)
+	if err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if results[0].Outcome != projections.Applied || results[1].Outcome != projections.Conflict {
+		t.Fatalf("retry outcomes %v, %v; want applied, conflict (the rival's payload stands)", results[0].Outcome, results[1].Outcome)
+	}
+	if n := f.count("deliveries", "event_id = ?", e.ID); n != 0 {
+		t.Fatalf("%d deliveries for the id the rival recorded, want 0", n)
+	}
+	if n := f.count("messages", "id = ?", "m-race"); n != 0 {
+		t.Fatalf("the message of the id the rival recorded was applied (%d rows)", n)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

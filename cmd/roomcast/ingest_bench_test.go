@@ -275,8 +275,13 @@ func startIngestStack(b *testing.B) *ingestStack {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var pgCfg localstack.PostgresConfig // default durability
+	pgCfg.Settings = map[string]string{}
 	if os.Getenv("INGEST_BENCH_STATEMENTS") != "" {
-		pgCfg.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements"}
+		pgCfg.Settings["shared_preload_libraries"] = "pg_stat_statements"
+	}
+	for _, kv := range strings.Fields(os.Getenv("INGEST_BENCH_PG")) {
+		k, v, _ := strings.Cut(kv, "=")
+		pgCfg.Settings[k] = v
 	}
 	pg, err := localstack.StartPostgres(ctx, pgCfg)
 	if err != nil {
@@ -363,7 +368,7 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 	st.pusher.Reset()
 	statements := os.Getenv("INGEST_BENCH_STATEMENTS") != ""
 	if statements {
-		if _, err := db.Exec(context.Background(), `CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()`); err != nil {
+		if _, err := db.Exec(context.Background(), `CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset(); SELECT pg_stat_reset_shared('wal'); CHECKPOINT`); err != nil {
 			b.Fatalf("pg_stat_statements: %v", err)
 		}
 	}
@@ -858,6 +863,10 @@ func logTableStats(name string, db *pgxpool.Pool) {
 // logStatementStats prints the statements that took most of Postgres's time
 // during the run (INGEST_BENCH_STATEMENTS=1 loads pg_stat_statements).
 func logStatementStats(name string, db *pgxpool.Pool) {
+	var records, fpi, bytes, syncs int64
+	if err := db.QueryRow(context.Background(), `SELECT wal_records, wal_fpi, wal_bytes::bigint, wal_sync FROM pg_stat_wal`).Scan(&records, &fpi, &bytes, &syncs); err == nil {
+		progressf("%s: WAL %d records, %d full-page images, %.0f MB, %d syncs", name, records, fpi, float64(bytes)/1e6, syncs)
+	}
 	rows, err := db.Query(context.Background(), `
 		SELECT total_exec_time, 100 * total_exec_time / sum(total_exec_time) OVER (), calls, rows, wal_bytes::bigint,
 		       left(regexp_replace(query, '\s+', ' ', 'g'), 110)
