@@ -17,15 +17,31 @@ import (
 
 // Outbox reads and settles the deliveries that projections owe to Pusher.
 type Outbox struct {
-	db *gorm.DB
+	db   *gorm.DB
+	keep bool // delivered rows stay (delivered_at set) until Purge
 
 	mu      sync.Mutex
 	conn    *sql.Conn // holds the dispatch lock while leading
 	leading bool
 }
 
-// NewOutbox returns the outbox stored in db.
+// NewOutbox returns the outbox stored in db. A delivery Pusher accepted is
+// deleted at once, unless KeepDelivered is set.
 func NewOutbox(db *gorm.DB) *Outbox { return &Outbox{db: db} }
+
+// KeepDelivered makes MarkDelivered keep delivered rows, with delivered_at
+// set, for Purge to delete once their retention has passed (an audit trail
+// of what Pusher accepted and when). It returns o.
+//
+// Deleting at once is the default because it is the cheaper write by far: a
+// delete only marks the row, while setting delivered_at writes a new copy of
+// it (payload included) and index entries, and the copy must still be
+// deleted later. Under a backlog that made the whole pipeline about a fifth
+// faster (BenchmarkIngest).
+func (o *Outbox) KeepDelivered() *Outbox {
+	o.keep = true
+	return o
+}
 
 // dispatchLockKey is the Postgres advisory lock that elects the one process
 // dispatching a database's outbox ("roomcast" in ASCII).
@@ -147,13 +163,18 @@ func (o *Outbox) PendingExcept(ctx context.Context, limit int, exclude []int64) 
 	return out, nil
 }
 
-// MarkDelivered records that Pusher accepted the deliveries with these ids.
+// MarkDelivered records that Pusher accepted the deliveries with these ids:
+// it deletes them, or with KeepDelivered sets their delivered_at.
 func (o *Outbox) MarkDelivered(ctx context.Context, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	err := o.db.WithContext(ctx).Exec(`UPDATE deliveries AS d SET delivered_at = now(), attempts = d.attempts + 1
-		FROM unnest(?::bigint[]) AS u(id) WHERE d.id = u.id AND d.delivered_at IS NULL`, arr(ids)).Error
+	q := `DELETE FROM deliveries AS d USING unnest(?::bigint[]) AS u(id) WHERE d.id = u.id AND d.delivered_at IS NULL`
+	if o.keep {
+		q = `UPDATE deliveries AS d SET delivered_at = now(), attempts = d.attempts + 1
+		FROM unnest(?::bigint[]) AS u(id) WHERE d.id = u.id AND d.delivered_at IS NULL`
+	}
+	err := o.db.WithContext(ctx).Exec(q, arr(ids)).Error
 	if err != nil {
 		return fmt.Errorf("mark %d deliveries delivered: %w", len(ids), err)
 	}

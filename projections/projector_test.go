@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -522,6 +523,7 @@ func TestNotifyWakesListenersOfAnotherPool(t *testing.T) {
 
 func TestPurgeDeletesOnlyDeliveredRowsPastRetention(t *testing.T) {
 	f := newFixture(t)
+	f.outbox.KeepDelivered()
 	ctx := context.Background()
 	for i := range 3 {
 		f.project(chattest.MessageCreated("r1", chattest.IDs("m", 3)[i], "x"))
@@ -579,4 +581,46 @@ func TestLeaderKeepsTheLockWhenItsContextEnds(t *testing.T) {
 		t.Fatalf("after release: lead=%v err=%v", lead, err)
 	}
 	b.Release()
+}
+
+// By default a delivery Pusher accepted is deleted; with KeepDelivered it
+// stays, marked delivered. Either way it is never pending again, and what
+// was not marked stays pending.
+func TestMarkDeliveredDeletesUnlessKept(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			f := newFixture(t)
+			if keep {
+				f.outbox.KeepDelivered()
+			}
+			ctx := context.Background()
+			for i := range 3 {
+				f.project(chattest.MessageCreated("r1", chattest.IDs("m", 3)[i], "x"))
+			}
+			ds := f.pending()
+			if err := f.outbox.MarkDelivered(ctx, []int64{ds[0].ID, ds[1].ID}); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.pending(); len(got) != 1 || got[0].ID != ds[2].ID {
+				t.Errorf("pending after marking two = %v, want the third", got)
+			}
+			wantRows, wantDelivered := int64(1), int64(0)
+			if keep {
+				wantRows, wantDelivered = 3, 2
+			}
+			if n := f.count("deliveries", ""); n != wantRows {
+				t.Errorf("outbox rows = %d, want %d", n, wantRows)
+			}
+			if n := f.count("deliveries", "delivered_at IS NOT NULL"); n != wantDelivered {
+				t.Errorf("rows marked delivered = %d, want %d", n, wantDelivered)
+			}
+			// Marking again (a retry after a lost answer) changes nothing.
+			if err := f.outbox.MarkDelivered(ctx, []int64{ds[0].ID}); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.count("deliveries", ""); n != wantRows {
+				t.Errorf("outbox rows after marking again = %d, want %d", n, wantRows)
+			}
+		})
+	}
 }

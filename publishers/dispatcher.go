@@ -57,8 +57,10 @@ type DispatcherConfig struct {
 	PollInterval time.Duration
 	// MinBackoff and MaxBackoff bound the pause after a failed call (default 200ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
-	// Retention is how long delivered rows are kept before they are purged
-	// (default 24h; negative keeps them forever).
+	// Retention is how long an outbox that keeps delivered rows (see
+	// projections.Outbox.KeepDelivered) keeps them before they are purged.
+	// 0 (the default) purges nothing: the outbox deletes what Pusher
+	// accepted at once; negative keeps delivered rows forever.
 	Retention  time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -84,9 +86,6 @@ func (c *DispatcherConfig) setDefaults() {
 		c.MinBackoff = min(200*time.Millisecond, c.MaxBackoff)
 	}
 	c.MinBackoff = min(c.MinBackoff, c.MaxBackoff)
-	if c.Retention == 0 {
-		c.Retention = 24 * time.Hour
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -255,7 +254,7 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 	}()
 	done := ctx.Done()
 	stopping, fetchDue := false, true
-	lastPurge := time.Now()
+	var lastPurge time.Time // a new leader purges at its first poll
 
 	for {
 		if ctx.Err() != nil {
@@ -315,12 +314,20 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 				d.log.Warn("lost the dispatch lock: finishing calls in flight and handing over")
 				stopping = true
 			}
-			if purger, ok := d.outbox.(Purger); ok && d.cfg.Retention > 0 && time.Since(lastPurge) > time.Minute && !stopping {
+			if purger, ok := d.outbox.(Purger); ok && d.cfg.Retention > 0 && time.Since(lastPurge) > purgeEvery && !stopping {
 				lastPurge = time.Now()
-				if n, err := purger.Purge(ctx, d.cfg.Retention, 10000); err != nil {
+				// A full round means more is due: the next one comes at the
+				// next poll rather than a minute later, so the purge keeps up
+				// with any delivery rate (at most purgeRound rows a poll
+				// before it would fall behind a minute's worth).
+				n, err := purger.Purge(ctx, d.cfg.Retention, purgeRound)
+				if err != nil {
 					d.log.Warn("purge delivered rows", slog.Any("error", err))
 				} else {
 					d.metrics.purged.Add(float64(n))
+				}
+				if err == nil && n == purgeRound {
+					lastPurge = time.Time{}
 				}
 			}
 		case <-done:
@@ -329,6 +336,14 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 		}
 	}
 }
+
+// purgeEvery and purgeRound pace the purge of delivered rows past their
+// retention: a round of at most purgeRound rows every purgeEvery, and one
+// every poll while rounds come back full.
+const (
+	purgeEvery = time.Minute
+	purgeRound = 10000
+)
 
 // fetch reads pending deliveries the pipeline does not hold yet into their lanes.
 func (p *pipeline) fetch(ctx context.Context) (int, error) {

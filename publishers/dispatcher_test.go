@@ -705,7 +705,7 @@ func TestTwoDispatchersOneDatabase(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = projections.Close(db2) })
 	client2 := publishers.NewClient(publishers.ClientConfig{AppID: appID, Key: appKey, Secret: appSecret, Host: f.srv.Host()})
-	second := publishers.NewDispatcher(projections.NewOutbox(db2), client2, dispatcherConfig)
+	second := publishers.NewDispatcher(projections.NewOutbox(db2).KeepDelivered(), client2, dispatcherConfig)
 	run(t, second)
 
 	rooms := chattest.IDs("room", 5)
@@ -740,5 +740,39 @@ func TestTwoDispatchersOneDatabase(t *testing.T) {
 		if got := seqs(t, f.srv, domain.RoomChannel(room)); !slices.Equal(got, oneToN(21)) {
 			t.Errorf("%s: seqs %v, want 1..21", room, got)
 		}
+	}
+}
+
+// Delivered rows kept for DELIVERY_RETENTION are purged as fast as they
+// come: a full round of the purge is followed by another at the next poll,
+// not a minute later (at one round a minute, any rate above ~170 deliveries
+// a second grew the table without bound). Rows still in their retention and
+// undelivered rows stay.
+func TestPurgeKeepsUpWithManyExpiredRows(t *testing.T) {
+	f := newIdleFixture(t)
+	const expired = 25000 // two and a half purge rounds
+	if err := f.db.Exec(`INSERT INTO deliveries (event_id, room_id, seq, channels, name, data, delivered_at)
+		SELECT 'old-' || g, 'r-old', g, ARRAY['private-room-r-old'], 'new-message', '{}', now() - interval '2 hours'
+		FROM generate_series(1, ?) g`, expired).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.Exec(`INSERT INTO deliveries (event_id, room_id, seq, channels, name, data, delivered_at)
+		VALUES ('recent', 'r-recent', 1, ARRAY['private-room-r-recent'], 'new-message', '{}', now() - interval '10 minutes')`).Error; err != nil {
+		t.Fatal(err)
+	}
+	cfg := dispatcherConfig
+	cfg.Retention = time.Hour
+	run(t, publishers.NewDispatcher(f.outbox, f.client, cfg))
+	start := time.Now()
+	f.eventually("the expired rows to be purged", func() bool {
+		var n int64
+		f.db.Raw(`SELECT count(*) FROM deliveries WHERE event_id LIKE 'old-%'`).Scan(&n)
+		return n == 0
+	})
+	t.Logf("purged %d expired rows in %v", expired, time.Since(start).Round(time.Millisecond))
+	var recent int64
+	f.db.Raw(`SELECT count(*) FROM deliveries WHERE event_id = 'recent'`).Scan(&recent)
+	if recent != 1 {
+		t.Errorf("the row delivered 10 minutes ago (retention 1h) was purged")
 	}
 }

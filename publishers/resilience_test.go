@@ -625,7 +625,7 @@ func TestLeaderStoppedMidStream(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = projections.Close(db2) })
 	second := &metered{Pusher: publishers.NewClient(publishers.ClientConfig{AppID: appID, Key: appKey, Secret: appSecret, Host: f.srv.Host()})}
-	run(t, publishers.NewDispatcher(projections.NewOutbox(db2), second, dispatcherConfig))
+	run(t, publishers.NewDispatcher(projections.NewOutbox(db2).KeepDelivered(), second, dispatcherConfig))
 
 	f.srv.SetLatency(30 * time.Millisecond)
 	rooms := chattest.IDs("ha", nRooms)

@@ -124,7 +124,10 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	}
 	c.Pusher.Timeout = parseDuration("PUSHER_TIMEOUT", 10*time.Second)
 	c.Pusher.MaxConns = c.MaxInFlight
-	c.Retention = parseDuration("DELIVERY_RETENTION", 24*time.Hour)
+	// 0 (the default): delivered rows are deleted as Pusher accepts them.
+	if v := get("DELIVERY_RETENTION", ""); v != "0" {
+		c.Retention = parseDuration("DELIVERY_RETENTION", 0)
+	}
 	c.InFlightPerPartition = parseInt("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", 5000)
 	c.InFlight = parseInt("KAFKA_MAX_IN_FLIGHT", 5000)
 	c.InFlightPerKey = parseInt("KAFKA_MAX_IN_FLIGHT_PER_KEY", 100)

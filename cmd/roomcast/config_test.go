@@ -81,6 +81,7 @@ func TestConfigMalformedSettingIsNamed(t *testing.T) {
 		"PUSHER_HOST":          "localhost",
 		"DATABASE_MAX_CONNS":   "lots",
 		"LOG_FORMAT":           "xml",
+		"DELIVERY_RETENTION":   "-1h",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -327,5 +328,24 @@ func TestKafkaPasswordNeverShown(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), pw) {
 		t.Errorf("the log shows the Kafka password")
+	}
+}
+
+// Delivered outbox rows are deleted at once unless DELIVERY_RETENTION keeps
+// them for a while.
+func TestConfigDeliveryRetention(t *testing.T) {
+	t.Parallel()
+	for value, want := range map[string]time.Duration{"": 0, "0": 0, "36h": 36 * time.Hour} {
+		env := validRunEnv(t)
+		if value != "" {
+			env["DELIVERY_RETENTION"] = value
+		}
+		cfg, err := loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+		if err != nil {
+			t.Fatalf("DELIVERY_RETENTION=%q: %v", value, err)
+		}
+		if cfg.Retention != want {
+			t.Errorf("DELIVERY_RETENTION=%q: retention %v, want %v", value, cfg.Retention, want)
+		}
 	}
 }

@@ -20,7 +20,7 @@ import (
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	w := s.startWorker(nil)
+	w := s.startWorker(map[string]string{"DELIVERY_RETENTION": ""}) // the default: delivered rows deleted
 
 	rooms := []string{"e2e-room-a", "e2e-room-b", "e2e-room-c"}
 	type roomScript struct {
@@ -63,12 +63,13 @@ func TestEndToEnd(t *testing.T) {
 	// 3 rooms x 9 (8 room events + the rooms notification) + 2 user channels.
 	const wantDeliveries = 3*9 + 2
 	s.waitCount(30*time.Second, int64(len(lines)), `SELECT count(*) FROM events`)
-	s.waitCount(30*time.Second, 0, `SELECT count(*) FROM deliveries WHERE delivered_at IS NULL`)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := s.pusher.WaitForEvents(ctx, wantDeliveries); err != nil {
 		t.Fatal(err)
 	}
+	// What Pusher accepted leaves the outbox (DELIVERY_RETENTION unset).
+	s.waitCount(30*time.Second, 0, `SELECT count(*) FROM deliveries`)
 
 	// Postgres: the event store.
 	want := map[string]int{}
@@ -333,7 +334,7 @@ func TestPusherOutage(t *testing.T) {
 	s.pusher.SetDown(true)
 	s.pusher.SetLatency(50 * time.Millisecond)
 	outageStart := time.Now()
-	w := s.startWorker(nil)
+	w := s.startWorker(map[string]string{"DELIVERY_RETENTION": ""}) // the default: delivered rows deleted
 
 	const rooms, perRoom = 50, 10
 	var events []*chattest.Event
@@ -353,17 +354,24 @@ func TestPusherOutage(t *testing.T) {
 	if n := s.mustCount(`SELECT count(*) FROM deliveries WHERE delivered_at IS NULL`); n != rooms*perRoom {
 		t.Errorf("pending deliveries while Pusher is down: %d, want %d", n, rooms*perRoom)
 	}
-	// The dispatcher did try (and got 503s).
+	// The dispatcher did try (and got 503s): projection may finish before
+	// the first refused call (50 ms slow) is answered.
 	failed := 0
-	for _, c := range s.pusher.Calls() {
-		if c.Status == 503 {
-			failed++
+	for deadline := time.Now().Add(10 * time.Second); failed == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, c := range s.pusher.Calls() {
+			if c.Status == 503 {
+				failed++
+			}
 		}
 	}
 	if failed == 0 {
 		t.Errorf("no call reached Pusher while it was down")
 	}
 	m := scrape(t, w.addr)
+	for deadline := time.Now().Add(2 * time.Second); m.sum("roomcast_pusher_calls_total", `status="503"`) == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // the answer reaches the fake's record before roomcast counts it
+		m = scrape(t, w.addr)
+	}
 	if got := m.sum("roomcast_deliveries_pending"); got != rooms*perRoom {
 		t.Errorf("roomcast_deliveries_pending = %v, want %d", got, rooms*perRoom)
 	}
@@ -381,7 +389,7 @@ func TestPusherOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	drained := time.Since(up)
-	s.waitCount(30*time.Second, 0, `SELECT count(*) FROM deliveries WHERE delivered_at IS NULL`)
+	s.waitCount(30*time.Second, 0, `SELECT count(*) FROM deliveries`) // delivered, so deleted
 	t.Logf("500 events projected in %v with Pusher down (%d failed calls); outage %v; drained %v after Pusher came back",
 		projected.Round(time.Millisecond), failed, outage.Round(time.Millisecond), drained.Round(time.Millisecond))
 	// Exponential backoff doubles the pause after each failed attempt, so the

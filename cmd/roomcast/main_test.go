@@ -89,6 +89,11 @@ func newStackOn(t *testing.T, k testsupport.KafkaEnv) *stack {
 		"PUSHER_USE_TLS":       "false",
 		"SHUTDOWN_TIMEOUT":     "30s",
 		"LOG_LEVEL":            "info",
+		// Keep delivered outbox rows, so that tests can count what was
+		// written (exactly once per event, across kills and replicas).
+		// TestEndToEnd and TestPusherOutage run the default: rows deleted
+		// as Pusher accepts them.
+		"DELIVERY_RETENTION": "24h",
 	}
 	t.Cleanup(func() {
 		if s.producer != nil {

@@ -430,6 +430,9 @@ func (rk *kafkaReplay) waitDelivered(ctx context.Context, db *gorm.DB) error {
 // startDispatcher runs an outbox dispatcher until the returned stop is called.
 func startDispatcher(ctx context.Context, cfg Config, db *gorm.DB, log *slog.Logger) (wake func(), stop func() error) {
 	outbox := projections.NewOutbox(db)
+	if cfg.Retention != 0 {
+		outbox.KeepDelivered()
+	}
 	d := publishers.NewDispatcher(outbox, publishers.NewClient(cfg.Pusher), publishers.DispatcherConfig{
 		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention,
 		Logger: log.With(slog.String("component", "dispatcher")),

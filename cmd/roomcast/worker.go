@@ -48,6 +48,9 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	projector := projections.NewProjector(db, log, reg)
 	outbox := projections.NewOutbox(db)
+	if cfg.Retention != 0 {
+		outbox.KeepDelivered()
+	}
 	dispatcher := publishers.NewDispatcher(outbox, publishers.NewClient(cfg.Pusher), publishers.DispatcherConfig{
 		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention,
 		Logger: log.With(slog.String("component", "dispatcher")), Registerer: reg,
