@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -93,7 +92,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	logger := watermill.NewSlogLogger(cfg.Logger)
+	logger := newWatermillLogger(cfg.Logger)
 
 	subConfig := sarama.NewConfig()
 	cfg.Kafka.apply(subConfig)
