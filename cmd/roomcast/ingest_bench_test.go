@@ -84,8 +84,11 @@ const (
 //
 // For tuning runs, INGEST_BENCH_ENV="NAME=value ..." sets roomcast settings
 // of the batched run, and INGEST_BENCH_ONLY_BATCHED=1 skips the one-at-a-time
-// run, INGEST_BENCH_PARTITIONS=n uses a topic of n partitions instead of 12;
-// GOGC, GOMEMLIMIT and GODEBUG pass through to roomcast.
+// run, INGEST_BENCH_PARTITIONS=n uses a topic of n partitions instead of 12,
+// INGEST_BENCH_STATEMENTS=1 loads pg_stat_statements and prints the costliest
+// statements and the WAL written, and INGEST_BENCH_PG="name=value ..." sets
+// Postgres server settings; GOGC, GOMEMLIMIT and GODEBUG pass through to
+// roomcast.
 func BenchmarkIngest(b *testing.B) {
 	b.StopTimer()
 	st := startIngestStack(b)
