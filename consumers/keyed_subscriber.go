@@ -390,6 +390,7 @@ type keyedRecord struct {
 	msg    *message.Message
 	cancel context.CancelFunc // of msg's context
 	acked  bool
+	nacked bool // nacked and not handed out again yet
 }
 
 // run hands out messages until the claim is released or the session ends,
@@ -564,7 +565,25 @@ func (p *keyedPartition) nack(rec *keyedRecord) bool {
 	}
 	rec.cancel()
 	p.processing--
-	return !p.draining
+	rec.nacked = true
+	if p.draining {
+		p.giveUpLaterLocked(rec)
+		return false
+	}
+	return true
+}
+
+// giveUpLaterLocked ends the contexts of the messages of rec's key after it.
+// rec was nacked while the partition drains, so it is not handed out again
+// here: its successors, which wait for it (Batcher), would otherwise hold
+// the drain until DrainTimeout. Their handlers give them up at once, and the
+// partition's next owner delivers rec and them again, in order.
+func (p *keyedPartition) giveUpLaterLocked(rec *keyedRecord) {
+	for _, r := range p.keys[rec.key] {
+		if r.offset > rec.offset {
+			r.cancel()
+		}
+	}
 }
 
 // resend makes a fresh copy of rec's message ready again; it is still in its key's window.
@@ -573,8 +592,9 @@ func (p *keyedPartition) resend(rec *keyedRecord) {
 	defer p.wake()
 	defer p.mu.Unlock()
 	if p.closed || p.draining {
-		return
+		return // drain gave up rec's successors (see giveUpLaterLocked)
 	}
+	rec.nacked = false
 	rec.setMessage(rec.msg.Copy())
 	p.ready = append(p.ready, rec)
 }
@@ -592,6 +612,13 @@ func (p *keyedPartition) wake() {
 func (p *keyedPartition) drain(why string) {
 	p.mu.Lock()
 	p.draining = true
+	for _, q := range p.keys {
+		for _, r := range q {
+			if r.nacked { // waiting out NackResendSleep: not resent now
+				p.giveUpLaterLocked(r)
+			}
+		}
+	}
 	p.mu.Unlock()
 	timer := time.NewTimer(p.s.cfg.DrainTimeout)
 	defer timer.Stop()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -754,5 +755,63 @@ func TestKeyedSubscriberConfigValidate(t *testing.T) {
 	}
 	if _, err := sub.Subscribe(t.Context(), "t"); err == nil {
 		t.Error("Subscribe after Close did not fail")
+	}
+}
+
+// A message nacked while its partition drains (or nacked just before, its
+// resend still waiting) is not handed out again there. The later messages of
+// its key, which wait for it (Batcher), are given up at once (their contexts
+// end) instead of holding the drain until DrainTimeout, and the partition's
+// next owner gets them all again, in order.
+func TestKeyedSubscriberDrainGivesUpSuccessorsOfANackedMessage(t *testing.T) {
+	brokers, topic := keyedTopic(t, 1)
+	produceKeyed(t, brokers, topic, []keyedEvent{{key: "a", seq: 0}, {key: "a", seq: 1}, {key: "b", seq: 0}})
+	const group = "drain-nack"
+	sub := newKeyedSubscriber(t, brokers, group, func(c *consumers.KeyedSubscriberConfig) {
+		c.NackResendSleep, c.DrainTimeout, c.MaxInFlightPerKey = time.Minute, 40*time.Second, 10
+	})
+	msgs, err := sub.Subscribe(t.Context(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*message.Message{}
+	for len(got) < 3 {
+		select {
+		case msg := <-msgs:
+			key, seq := keyedParse(t, msg)
+			got[fmt.Sprintf("%s/%d", key, seq)] = msg
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %v handed out", slices.Sorted(maps.Keys(got)))
+		}
+	}
+	got["b/0"].Ack()
+	got["a/0"].Nack() // resent only after a minute, so not before the drain
+	closed := make(chan error, 1)
+	go func() { closed <- sub.Close() }()
+	// Well within the 40 s of DrainTimeout.
+	keyedWaitFor(t, 10*time.Second, "a/1, waiting for the nacked a/0, to be given up", func() bool { return got["a/1"].Context().Err() != nil })
+	got["a/1"].Nack() // what its handler does when its context ends
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not return once every message out was settled")
+	}
+
+	// Nothing of key a was acked: the next owner starts at a/0.
+	next := newKeyedSubscriber(t, brokers, group, nil)
+	msgs, err = next.Subscribe(t.Context(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case msg := <-msgs:
+		if key, seq := keyedParse(t, msg); key != "a" || seq != 0 {
+			t.Fatalf("the next owner starts at %s/%d, want a/0", key, seq)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the next owner got nothing")
 	}
 }
