@@ -87,12 +87,55 @@ func (c *canonicalizer) value(i, depth int) (int, error) {
 		}
 	default: // number, true, false, null: as written
 		end := skipValue(raw, i)
-		if end == i {
+		if tok := raw[i:end]; !jsonLiteral(tok) {
 			return 0, errNotCanonicalizable
 		}
 		c.out = append(c.out, raw[i:end]...)
 		return end, nil
 	}
+}
+
+// jsonLiteral reports whether tok is true, false, null or a JSON number:
+// what is copied as written must be valid, or a batch's insert of it as
+// jsonb would fail for every event in the batch.
+func jsonLiteral(tok []byte) bool {
+	switch string(tok) {
+	case "true", "false", "null":
+		return true
+	}
+	i := 0
+	if i < len(tok) && tok[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(tok) && tok[i] >= '0' && tok[i] <= '9' {
+			i, n = i+1, n+1
+		}
+		return n
+	}
+	switch {
+	case i < len(tok) && tok[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(tok) && tok[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(tok) && (tok[i] == 'e' || tok[i] == 'E') {
+		i++
+		if i < len(tok) && (tok[i] == '+' || tok[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(tok)
 }
 
 func (c *canonicalizer) object(i, depth int) (int, error) {

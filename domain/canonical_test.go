@@ -47,7 +47,8 @@ func TestCanonicalJSONMatchesDecodeAndMarshal(t *testing.T) {
 }
 
 func TestCanonicalJSONRejectsInvalid(t *testing.T) {
-	for _, s := range []string{``, `{`, `{"a"}`, `{"a":}`, `[1,]`, `{"a":1 "b":2}`, `{} {}`, `"open`, `{"a":1,}`} {
+	for _, s := range []string{``, `{`, `{"a"}`, `{"a":}`, `[1,]`, `{"a":1 "b":2}`, `{} {}`, `"open`, `{"a":1,}`,
+		`{"a":tru}`, `{"a":nul}`, `[01]`, `[1.]`, `[.5]`, `[1e]`, `[-]`, `[+1]`, `[0x1]`, `[NaN]`, `{"a":1.5e+}`} {
 		if got, err := CanonicalJSON([]byte(s)); err == nil {
 			t.Errorf("CanonicalJSON(%q) = %q, want an error", s, got)
 		}
@@ -62,7 +63,12 @@ func FuzzCanonicalJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if !json.Valid(raw) {
-			return // callers pass data Decode validated
+			// Callers pass data Decode validated; anything else may be
+			// refused but must never pass for valid JSON it is not.
+			if got, err := CanonicalJSON(raw); err == nil && !json.Valid(got) {
+				t.Fatalf("CanonicalJSON(%q) = %q: invalid JSON accepted", raw, got)
+			}
+			return
 		}
 		want, werr := canonicalReference(raw)
 		got, gerr := CanonicalJSON(raw)
