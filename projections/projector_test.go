@@ -521,17 +521,25 @@ func TestNotifyWakesListenersOfAnotherPool(t *testing.T) {
 	}
 }
 
-func TestPurgeDeletesOnlyDeliveredRowsPastRetention(t *testing.T) {
-	f := newFixture(t)
-	f.outbox.KeepDelivered()
-	ctx := context.Background()
+// threeOwedTwoMarked projects three messages and marks the first two of
+// their deliveries delivered; it returns the three, in order.
+func (f *fixture) threeOwedTwoMarked() []domain.Delivery {
+	f.t.Helper()
 	for i := range 3 {
 		f.project(chattest.MessageCreated("r1", chattest.IDs("m", 3)[i], "x"))
 	}
 	ds := f.pending()
-	if err := f.outbox.MarkDelivered(ctx, []int64{ds[0].ID, ds[1].ID}); err != nil {
-		t.Fatal(err)
+	if err := f.outbox.MarkDelivered(context.Background(), []int64{ds[0].ID, ds[1].ID}); err != nil {
+		f.t.Fatal(err)
 	}
+	return ds
+}
+
+func TestPurgeDeletesOnlyDeliveredRowsPastRetention(t *testing.T) {
+	f := newFixture(t)
+	f.outbox.KeepDelivered()
+	ctx := context.Background()
+	ds := f.threeOwedTwoMarked()
 	f.db.Exec(`UPDATE deliveries SET delivered_at = now() - interval '2 hours' WHERE id = ?`, ds[0].ID)
 	n, err := f.outbox.Purge(ctx, time.Hour, 100)
 	if err != nil || n != 1 {
@@ -594,13 +602,7 @@ func TestMarkDeliveredDeletesUnlessKept(t *testing.T) {
 				f.outbox.KeepDelivered()
 			}
 			ctx := context.Background()
-			for i := range 3 {
-				f.project(chattest.MessageCreated("r1", chattest.IDs("m", 3)[i], "x"))
-			}
-			ds := f.pending()
-			if err := f.outbox.MarkDelivered(ctx, []int64{ds[0].ID, ds[1].ID}); err != nil {
-				t.Fatal(err)
-			}
+			ds := f.threeOwedTwoMarked()
 			if got := f.pending(); len(got) != 1 || got[0].ID != ds[2].ID {
 				t.Errorf("pending after marking two = %v, want the third", got)
 			}
