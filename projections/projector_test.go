@@ -591,6 +591,23 @@ func TestLeaderKeepsTheLockWhenItsContextEnds(t *testing.T) {
 	b.Release()
 }
 
+// A failed call counts an attempt and keeps the reason on the deliveries it
+// carried that are still owed; one already delivered (kept) is left alone.
+func TestRecordFailureCountsOnlyOwedDeliveries(t *testing.T) {
+	f := newFixture(t)
+	f.outbox.KeepDelivered()
+	ds := f.threeOwedTwoMarked()
+	if err := f.outbox.RecordFailure(context.Background(), []int64{ds[0].ID, ds[2].ID}, "503 Service Unavailable"); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.count("deliveries", "id = ? AND attempts = 1 AND last_error = ? AND delivered_at IS NULL", ds[2].ID, "503 Service Unavailable"); n != 1 {
+		t.Errorf("the owed delivery does not count the failed attempt with its reason")
+	}
+	if n := f.count("deliveries", "id = ? AND attempts = 1 AND last_error IS NULL AND delivered_at IS NOT NULL", ds[0].ID); n != 1 {
+		t.Errorf("the delivered delivery was changed by a failure recorded after it")
+	}
+}
+
 // By default a delivery Pusher accepted is deleted; with KeepDelivered it
 // stays, marked delivered. Either way it is never pending again, and what
 // was not marked stays pending.
@@ -622,6 +639,9 @@ func TestMarkDeliveredDeletesUnlessKept(t *testing.T) {
 			}
 			if n := f.count("deliveries", ""); n != wantRows {
 				t.Errorf("outbox rows after marking again = %d, want %d", n, wantRows)
+			}
+			if n := f.count("deliveries", "delivered_at IS NOT NULL AND attempts = 1"); n != wantDelivered {
+				t.Errorf("rows marked delivered after one attempt each = %d, want %d (marking again must not count another attempt)", n, wantDelivered)
 			}
 		})
 	}
