@@ -111,6 +111,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		MaxInFlightPerPartition: cfg.MaxInFlightPerPartition,
 		MaxInFlight:             cfg.MaxInFlight,
 		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
+		Prepare:                 DecodeAhead,
 		Logger:                  cfg.Logger,
 	})
 	if err != nil {

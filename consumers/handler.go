@@ -33,7 +33,7 @@ type handler struct {
 // permanent error (see isPermanent) for a contract violation, and any other
 // error for a transient failure that must be retried.
 func (h *handler) Handle(msg *message.Message) error {
-	env, err := domain.Decode(msg.Payload)
+	env, err := decode(msg)
 	if err != nil {
 		typ := sniffType(msg.Payload)
 		h.metrics.consumed.WithLabelValues(typ).Inc()
@@ -56,6 +56,28 @@ func (h *handler) Handle(msg *message.Message) error {
 		return err
 	}
 	return nil
+}
+
+// decoded is DecodeAhead's result: an event decoded when its message was read.
+type decoded struct {
+	env domain.Envelope
+	err error
+}
+
+// DecodeAhead decodes an event's payload for KeyedSubscriberConfig.Prepare:
+// the handler then uses the result instead of decoding the payload itself.
+func DecodeAhead(payload []byte) any {
+	d := &decoded{}
+	d.env, d.err = domain.Decode(payload)
+	return d
+}
+
+// decode is msg's event: decoded when it was read (DecodeAhead), or now.
+func decode(msg *message.Message) (domain.Envelope, error) {
+	if d, ok := Prepared(msg.Context()).(*decoded); ok {
+		return d.env, d.err
+	}
+	return domain.Decode(msg.Payload)
 }
 
 // deadLetter counts and logs a message about to be dead-lettered, once the

@@ -51,7 +51,15 @@ type KeyedSubscriberConfig struct {
 	// below Sarama's Consumer.Group.Rebalance.Timeout). When it passes, the
 	// contexts of the messages still out are cancelled and their acks ignored.
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// Prepare, if set, is called with each message's payload when it is
+	// read, on its partition's goroutine, and its result travels in the
+	// message's context (see Prepared): work done there is done once per
+	// message, however often the message is redelivered, and not on the
+	// router's fresh per-message goroutines. roomcast decodes events there
+	// (DecodeAhead): on those goroutines the decoder's deep stack made each
+	// of them grow, copying its stack, ~5% of the worker's CPU.
+	Prepare func(payload []byte) any
+	Logger  *slog.Logger
 }
 
 func (c *KeyedSubscriberConfig) setDefaults() {
@@ -452,7 +460,11 @@ func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
 		msg = message.NewMessage("", km.Value)
 	}
 	rec := &keyedRecord{offset: km.Offset, key: string(km.Key), turn: &turn{}}
-	rec.base = &messageCtx{Context: p.msgCtx, partition: km.Partition, offset: km.Offset, timestamp: km.Timestamp, key: km.Key, turn: rec.turn}
+	mc := &messageCtx{Context: p.msgCtx, partition: km.Partition, offset: km.Offset, timestamp: km.Timestamp, key: km.Key, turn: rec.turn}
+	if p.s.cfg.Prepare != nil {
+		mc.prepared = p.s.cfg.Prepare(km.Value)
+	}
+	rec.base = mc
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rec.setMessage(msg)
@@ -695,12 +707,15 @@ type messageCtx struct {
 	timestamp time.Time
 	key       []byte
 	turn      *turn
+	prepared  any // KeyedSubscriberConfig.Prepare's result
 }
 
 func (c *messageCtx) Value(k any) any {
 	switch k {
 	case turnCtxKey{}:
 		return c.turn
+	case preparedCtxKey{}:
+		return c.prepared
 	case kafkaCtxKeys.partition:
 		return c.partition
 	case kafkaCtxKeys.offset:
@@ -712,6 +727,12 @@ func (c *messageCtx) Value(k any) any {
 	}
 	return c.Context.Value(k)
 }
+
+type preparedCtxKey struct{}
+
+// Prepared is what KeyedSubscriberConfig.Prepare returned for the message
+// whose context ctx is (or descends from), or nil.
+func Prepared(ctx context.Context) any { return ctx.Value(preparedCtxKey{}) }
 
 // kafkaCtxKeys are the context keys that watermill-kafka's exported getters
 // (kafka.MessagePartitionFromCtx and the others) read. Its setters are

@@ -314,6 +314,57 @@ func TestKeyedSubscriberMessageFromKafka(t *testing.T) {
 	}
 }
 
+// Prepare runs once per message read, and its result travels in the context
+// of the message and of its redelivery after a nack; without Prepare,
+// Prepared is nil.
+func TestKeyedSubscriberPrepare(t *testing.T) {
+	brokers, topic := keyedTopic(t, 1)
+	produceKeyed(t, brokers, topic, []keyedEvent{{key: "room-1", seq: 0}, {key: "room-1", seq: 1}})
+	var calls atomic.Int32
+	sub := newKeyedSubscriber(t, brokers, "prepare", func(c *consumers.KeyedSubscriberConfig) {
+		c.NackResendSleep = -1
+		c.Prepare = func(payload []byte) any {
+			calls.Add(1)
+			return "prepared " + string(payload)
+		}
+	})
+	msgs, err := sub.Subscribe(t.Context(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() *message.Message {
+		t.Helper()
+		select {
+		case msg := <-msgs:
+			return msg
+		case <-time.After(20 * time.Second):
+			t.Fatal("no message")
+			return nil
+		}
+	}
+	first := next()
+	if got := consumers.Prepared(first.Context()); got != "prepared room-1/0" {
+		t.Errorf("Prepared = %v, want %q", got, "prepared room-1/0")
+	}
+	first.Nack()
+	again := next()
+	if string(again.Payload) != "room-1/0" || consumers.Prepared(again.Context()) != "prepared room-1/0" {
+		t.Errorf("redelivery: payload %q, Prepared %v; want the first message prepared", again.Payload, consumers.Prepared(again.Context()))
+	}
+	again.Ack()
+	second := next()
+	if got := consumers.Prepared(second.Context()); got != "prepared room-1/1" {
+		t.Errorf("Prepared = %v, want %q", got, "prepared room-1/1")
+	}
+	second.Ack()
+	if n := calls.Load(); n != 2 {
+		t.Errorf("Prepare called %d times for 2 messages (one redelivered), want 2", n)
+	}
+	if got := consumers.Prepared(t.Context()); got != nil {
+		t.Errorf("Prepared of a context not from the subscriber = %v, want nil", got)
+	}
+}
+
 func keyedSameMetadata(a, b message.Metadata) bool {
 	if len(a) != len(b) {
 		return false
