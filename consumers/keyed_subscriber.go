@@ -462,7 +462,7 @@ func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
 	rec := &keyedRecord{offset: km.Offset, key: string(km.Key), turn: &turn{}}
 	mc := &messageCtx{Context: p.msgCtx, partition: km.Partition, offset: km.Offset, timestamp: km.Timestamp, key: km.Key, turn: rec.turn}
 	if p.s.cfg.Prepare != nil {
-		mc.prepared = p.s.cfg.Prepare(km.Value)
+		mc.prepared = prepare(p.s.cfg.Prepare, km.Value)
 	}
 	rec.base = mc
 	p.mu.Lock()
@@ -729,6 +729,18 @@ func (c *messageCtx) Value(k any) any {
 }
 
 type preparedCtxKey struct{}
+
+// prepare runs f, and if it panics returns nil, as if there were no Prepare:
+// the handler then does that work itself, under the router's recoverer and
+// poison queue, instead of the panic stopping the partition's consumption.
+func prepare(f func([]byte) any, payload []byte) (v any) {
+	defer func() {
+		if recover() != nil {
+			v = nil
+		}
+	}()
+	return f(payload)
+}
 
 // Prepared is what KeyedSubscriberConfig.Prepare returned for the message
 // whose context ctx is (or descends from), or nil.

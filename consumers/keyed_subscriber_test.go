@@ -365,6 +365,36 @@ func TestKeyedSubscriberPrepare(t *testing.T) {
 	}
 }
 
+// A Prepare that panics leaves the message unprepared (its handler does the
+// work, under the router's recoverer) and consumption goes on.
+func TestKeyedSubscriberPrepareThatPanics(t *testing.T) {
+	brokers, topic := keyedTopic(t, 1)
+	produceKeyed(t, brokers, topic, []keyedEvent{{key: "room-1", seq: 0}, {key: "room-1", seq: 1}})
+	sub := newKeyedSubscriber(t, brokers, "prepare-panics", func(c *consumers.KeyedSubscriberConfig) {
+		c.Prepare = func(payload []byte) any {
+			if string(payload) == "room-1/0" {
+				panic("bad payload")
+			}
+			return "prepared"
+		}
+	})
+	msgs, err := sub.Subscribe(t.Context(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []any{nil, "prepared"} {
+		select {
+		case msg := <-msgs:
+			if got := consumers.Prepared(msg.Context()); got != want {
+				t.Errorf("message %d: Prepared = %v, want %v", i, got, want)
+			}
+			msg.Ack()
+		case <-time.After(20 * time.Second):
+			t.Fatalf("message %d not handed out", i)
+		}
+	}
+}
+
 func keyedSameMetadata(a, b message.Metadata) bool {
 	if len(a) != len(b) {
 		return false
