@@ -125,6 +125,10 @@ type msgState struct {
 	editedAt, deletedAt   *time.Time
 	deletedBy             *string
 	deleted, wasDeletedDB bool
+	// eventIDs are the events of this batch that carry the message's text
+	// (its create, edits, repeated creates in its room): appended to
+	// messages.event_ids, which a delete redacts.
+	eventIDs []string
 }
 
 type memberState struct {
@@ -425,13 +429,17 @@ func (b *batch) applyRoom(env domain.Envelope, e domain.RoomEvent) (bool, error)
 	switch e := e.(type) {
 	case domain.MessageCreated:
 		if m := b.msgs[e.MessageID]; m != nil && m.exists {
-			if m.deleted {
+			switch {
+			case m.deleted:
 				b.redactOwn = append(b.redactOwn, env.ID)
+			case m.room == e.RoomID:
+				m.eventIDs = append(m.eventIDs, env.ID) // its text goes when the message is deleted
 			}
 			return false, nil
 		}
 		b.msgs[e.MessageID] = &msgState{room: e.RoomID, exists: true, changed: true, authorID: e.AuthorID,
-			authorName: e.AuthorName, authorAvatar: e.AuthorAvatar, content: e.Content, createdAt: e.CreatedAt.UTC()}
+			authorName: e.AuthorName, authorAvatar: e.AuthorAvatar, content: e.Content, createdAt: e.CreatedAt.UTC(),
+			eventIDs: []string{env.ID}}
 		return true, nil
 	case domain.MessageEdited:
 		m := b.msgs[e.MessageID]
@@ -444,6 +452,7 @@ func (b *batch) applyRoom(env domain.Envelope, e domain.RoomEvent) (bool, error)
 		}
 		at, by := e.EditedAt.UTC(), e.EditorID
 		m.content, m.editedAt, m.editBy, m.changed = e.Content, &at, &by, true
+		m.eventIDs = append(m.eventIDs, env.ID)
 		return true, nil
 	case domain.MessageDeleted:
 		m := b.msgs[e.MessageID]
@@ -494,8 +503,11 @@ func (b *batch) write(tx *gorm.DB) error {
 	} else if err := b.record(tx); err != nil {
 		return err
 	}
-	// Messages: new ones inserted with their final state, existing ones updated.
-	var nID, nRoom, nAuthor, nName, nContent []string
+	// Messages: new ones inserted with their final state (and their create's
+	// event id), existing ones updated; then the ids of the other events of
+	// this batch that carry a message's text appended to its event_ids.
+	var nID, nRoom, nAuthor, nName, nContent, nEvent []string
+	var aID, aEvent []string
 	var nSeq []int64
 	var nAvatar, nEditBy, nDelBy []*string
 	var nCreated []time.Time
@@ -505,6 +517,13 @@ func (b *batch) write(tx *gorm.DB) error {
 	var uEdited, uDeleted []*time.Time
 	for _, id := range slices.Sorted(maps.Keys(b.msgs)) {
 		m := b.msgs[id]
+		more := m.eventIDs
+		if m.changed && !m.existed {
+			more = more[1:] // the first, its create, goes in with the row
+		}
+		for _, e := range more {
+			aID, aEvent = append(aID, id), append(aEvent, e)
+		}
 		if !m.changed {
 			continue
 		}
@@ -512,16 +531,19 @@ func (b *batch) write(tx *gorm.DB) error {
 			nID, nRoom, nSeq, nAuthor, nName = append(nID, id), append(nRoom, m.room), append(nSeq, m.seq), append(nAuthor, m.authorID), append(nName, m.authorName)
 			nAvatar, nContent, nCreated = append(nAvatar, m.authorAvatar), append(nContent, m.content), append(nCreated, m.createdAt)
 			nEdited, nEditBy, nDeleted, nDelBy = append(nEdited, m.editedAt), append(nEditBy, m.editBy), append(nDeleted, m.deletedAt), append(nDelBy, m.deletedBy)
+			nEvent = append(nEvent, m.eventIDs[0])
 			continue
 		}
 		uID, uContent, uEdited, uEditBy = append(uID, id), append(uContent, m.content), append(uEdited, m.editedAt), append(uEditBy, m.editBy)
 		uDeleted, uDelBy = append(uDeleted, m.deletedAt), append(uDelBy, m.deletedBy)
 	}
 	if len(nID) > 0 {
-		if err := exec("insert messages", `INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by)
-			SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[])`,
+		if err := exec("insert messages", `INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_ids)
+			SELECT u.id, u.room_id, u.seq, u.author_id, u.author_name, u.author_avatar, u.content, u.created_at, u.edited_at, u.edited_by, u.deleted_at, u.deleted_by, ARRAY[u.event_id]
+			FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[], ?::text[])
+				AS u(id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_id)`,
 			arr(nID), arr(nRoom), arr(nSeq), arr(nAuthor), arr(nName), arr(nAvatar), arr(nContent),
-			arr(nCreated), arr(nEdited), arr(nEditBy), arr(nDeleted), arr(nDelBy)); err != nil {
+			arr(nCreated), arr(nEdited), arr(nEditBy), arr(nDeleted), arr(nDelBy), arr(nEvent)); err != nil {
 			return err
 		}
 	}
@@ -533,6 +555,14 @@ func (b *batch) write(tx *gorm.DB) error {
 			FROM unnest(?::text[], ?::text[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[]) AS u(id, content, edited_at, edited_by, deleted_at, deleted_by)
 			WHERE m.id = u.id`,
 			arr(uID), arr(uContent), arr(uEdited), arr(uEditBy), arr(uDeleted), arr(uDelBy)); err != nil {
+			return err
+		}
+	}
+	if len(aID) > 0 {
+		if err := exec("list message events", `UPDATE messages AS m SET event_ids = m.event_ids || a.ids
+			FROM (SELECT u.id, array_agg(u.event_id ORDER BY u.n) AS ids
+				FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS u(id, event_id, n) GROUP BY u.id) AS a
+			WHERE m.id = a.id`, arr(aID), arr(aEvent)); err != nil {
 			return err
 		}
 	}
@@ -592,22 +622,20 @@ func (b *batch) write(tx *gorm.DB) error {
 		}
 	}
 	if len(b.deletedM) > 0 {
-		var rooms, ids []string
+		// The deleted messages' event_ids are complete by now: the events
+		// before this batch, and this batch's (recorded and appended above).
+		ids := make([]string, 0, len(b.deletedM))
 		for _, k := range b.deletedM {
-			rooms, ids = append(rooms, k.room), append(ids, k.id)
+			ids = append(ids, k.id)
 		}
 		if err := exec("redact events", `UPDATE events AS e SET data = jsonb_set(e.data, '{content}', '""')
-			FROM unnest(?::text[], ?::text[]) AS u(room_id, message_id)
-			WHERE e.room_id = u.room_id AND e.type IN ('chat.message.created', 'chat.message.edited') AND e.data ->> 'messageId' = u.message_id`,
-			arr(rooms), arr(ids)); err != nil {
+			FROM (SELECT unnest(m.event_ids) AS id FROM messages m WHERE m.id = ANY(?::text[])) AS x
+			WHERE e.id = x.id`, arr(ids)); err != nil {
 			return err
 		}
-		if err := exec("redact pending deliveries", `UPDATE deliveries SET data = ((data::jsonb || '{"content": ""}') - 'truncated')::text
-			WHERE delivered_at IS NULL AND event_id IN (
-				SELECT e.id FROM events e JOIN unnest(?::text[], ?::text[]) AS u(room_id, message_id)
-				  ON e.room_id = u.room_id AND e.data ->> 'messageId' = u.message_id
-				WHERE e.type IN ('chat.message.created', 'chat.message.edited'))`,
-			arr(rooms), arr(ids)); err != nil {
+		if err := exec("redact pending deliveries", `UPDATE deliveries AS d SET data = ((d.data::jsonb || '{"content": ""}') - 'truncated')::text
+			FROM (SELECT unnest(m.event_ids) AS id FROM messages m WHERE m.id = ANY(?::text[])) AS x
+			WHERE d.event_id = x.id AND d.delivered_at IS NULL`, arr(ids)); err != nil {
 			return err
 		}
 	}

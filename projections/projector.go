@@ -177,19 +177,24 @@ func applyRoomEvent(tx *gorm.DB, env domain.Envelope, e domain.RoomEvent) (Outco
 	changed := false
 	switch e := e.(type) {
 	case domain.MessageCreated:
-		res := tx.Exec(`INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-			e.MessageID, e.RoomID, seq, e.AuthorID, e.AuthorName, e.AuthorAvatar, e.Content, e.CreatedAt.UTC())
+		res := tx.Exec(`INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at, event_ids)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ARRAY[?::text]) ON CONFLICT (id) DO NOTHING`,
+			e.MessageID, e.RoomID, seq, e.AuthorID, e.AuthorName, e.AuthorAvatar, e.Content, e.CreatedAt.UTC(), env.ID)
 		if res.Error != nil {
 			return 0, nil, fmt.Errorf("insert message: %w", res.Error)
 		}
 		changed = res.RowsAffected == 1
 		if !changed {
 			// A second create of a deleted message must not bring its text back
-			// into the event store.
+			// into the event store; one of a live message in its room loses its
+			// text when the message is deleted.
 			if err := tx.Exec(`UPDATE events SET data = jsonb_set(data, '{content}', '""') WHERE id = ?
 				AND EXISTS (SELECT 1 FROM messages WHERE id = ? AND deleted_at IS NOT NULL)`, env.ID, e.MessageID).Error; err != nil {
 				return 0, nil, fmt.Errorf("redact event: %w", err)
+			}
+			if err := tx.Exec(`UPDATE messages SET event_ids = event_ids || ?::text WHERE id = ? AND room_id = ? AND deleted_at IS NULL`,
+				env.ID, e.MessageID, e.RoomID).Error; err != nil {
+				return 0, nil, fmt.Errorf("list message event: %w", err)
 			}
 		}
 	case domain.MessageEdited:
@@ -203,8 +208,8 @@ func applyRoomEvent(tx *gorm.DB, env domain.Envelope, e domain.RoomEvent) (Outco
 			}
 			break
 		}
-		if err := tx.Exec(`UPDATE messages SET content = ?, edited_at = ?, edited_by = ? WHERE id = ?`,
-			e.Content, e.EditedAt.UTC(), e.EditorID, e.MessageID).Error; err != nil {
+		if err := tx.Exec(`UPDATE messages SET content = ?, edited_at = ?, edited_by = ?, event_ids = event_ids || ?::text WHERE id = ?`,
+			e.Content, e.EditedAt.UTC(), e.EditorID, env.ID, e.MessageID).Error; err != nil {
 			return 0, nil, fmt.Errorf("edit message: %w", err)
 		}
 		changed = true
@@ -278,15 +283,15 @@ func redactMessage(tx *gorm.DB, e domain.MessageDeleted) error {
 		e.DeletedAt.UTC(), e.DeletedBy, e.MessageID).Error; err != nil {
 		return fmt.Errorf("delete message: %w", err)
 	}
-	if err := tx.Exec(`UPDATE events SET data = jsonb_set(data, '{content}', '""')
-		WHERE room_id = ? AND type IN ('chat.message.created', 'chat.message.edited') AND data ->> 'messageId' = ?`,
-		e.RoomID, e.MessageID).Error; err != nil {
+	if err := tx.Exec(`UPDATE events AS e SET data = jsonb_set(e.data, '{content}', '""')
+		FROM (SELECT unnest(event_ids) AS id FROM messages WHERE id = ?) AS x WHERE e.id = x.id`,
+		e.MessageID).Error; err != nil {
 		return fmt.Errorf("redact events: %w", err)
 	}
-	if err := tx.Exec(`UPDATE deliveries SET data = ((data::jsonb || '{"content": ""}') - 'truncated')::text
-		WHERE delivered_at IS NULL AND event_id IN (
-			SELECT id FROM events WHERE room_id = ? AND type IN ('chat.message.created', 'chat.message.edited') AND data ->> 'messageId' = ?)`,
-		e.RoomID, e.MessageID).Error; err != nil {
+	if err := tx.Exec(`UPDATE deliveries AS d SET data = ((d.data::jsonb || '{"content": ""}') - 'truncated')::text
+		FROM (SELECT unnest(event_ids) AS id FROM messages WHERE id = ?) AS x
+		WHERE d.event_id = x.id AND d.delivered_at IS NULL`,
+		e.MessageID).Error; err != nil {
 		return fmt.Errorf("redact pending deliveries: %w", err)
 	}
 	return nil

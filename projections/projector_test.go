@@ -268,45 +268,81 @@ func TestNoOpEventsAreRecordedWithoutSeqOrDelivery(t *testing.T) {
 	}
 }
 
+// A delete erases the message's text from every stored event that carries it
+// (its create, its edits, a repeated create in its room), and from its
+// deliveries still owed; one event at a time, in one batch, or the delete in
+// a later batch than the events it redacts.
 func TestDeleteRedactsMessageEventsAndPendingDeliveries(t *testing.T) {
-	f := newFixture(t)
-	create := chattest.MessageCreated("r1", "m1", "my secret")
-	edit := chattest.MessageEdited("r1", "m1", "my edited secret")
-	other := chattest.MessageCreated("r1", "m2", "keep me")
-	del := chattest.MessageDeleted("r1", "m1")
-	for _, e := range []*chattest.Event{create, edit, other, del} {
-		f.expect(e, projections.Applied)
-	}
-	m := f.message("m1")
-	if m.Content != "" || m.DeletedAt == nil || m.DeletedBy == nil || *m.DeletedBy != "u-2" {
-		t.Errorf("deleted message = %+v, want empty content, deleted_at and deleted_by", m)
-	}
-	if m.Seq != 1 || m.AuthorID != "u-1" {
-		t.Errorf("deleted message lost its facts: %+v", m)
-	}
-	for _, id := range []string{create.ID, edit.ID} {
-		ev := f.event(id)
-		if strings.Contains(ev.Data, "secret") {
-			t.Errorf("event %s keeps deleted text: %s", ev.Type, ev.Data)
-		}
-		var data map[string]any
-		_ = json.Unmarshal([]byte(ev.Data), &data)
-		if data["content"] != "" || data["messageId"] != "m1" {
-			t.Errorf("event %s data = %v, want content \"\" and the other facts", ev.Type, data)
-		}
-	}
-	if ev := f.event(other.ID); !strings.Contains(ev.Data, "keep me") {
-		t.Errorf("another message's event was redacted: %s", ev.Data)
-	}
-	names := []string{}
-	for _, d := range f.pending() {
-		names = append(names, d.Name)
-		if strings.Contains(d.Data, "secret") {
-			t.Errorf("pending delivery %s still carries deleted text: %s", d.Name, d.Data)
-		}
-	}
-	if want := "new-message,message-edited,new-message,message-deleted"; strings.Join(names, ",") != want {
-		t.Errorf("deliveries = %v, want %s", names, want)
+	for _, mode := range []string{"one at a time", "one batch", "delete in a later batch"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t)
+			create := chattest.MessageCreated("r1", "m1", "my secret")
+			edit := chattest.MessageEdited("r1", "m1", "my edited secret")
+			again := chattest.MessageCreated("r1", "m1", "my secret again") // changes nothing, but is stored
+			other := chattest.MessageCreated("r1", "m2", "keep me")
+			del := chattest.MessageDeleted("r1", "m1")
+			events := []*chattest.Event{create, edit, again, other, del}
+			want := []projections.Outcome{projections.Applied, projections.Applied, projections.Unchanged, projections.Applied, projections.Applied}
+			var batches [][]*chattest.Event
+			switch mode {
+			case "one at a time":
+				for i, e := range events {
+					f.expect(e, want[i])
+				}
+			case "one batch":
+				batches = [][]*chattest.Event{events}
+			default:
+				batches = [][]*chattest.Event{events[:4], events[4:]}
+			}
+			n := 0
+			for _, batch := range batches {
+				items := make([]projections.Item, len(batch))
+				for i, e := range batch {
+					items[i] = projections.Item{Env: e.Envelope(t), Src: noKafka}
+				}
+				results, err := f.p.ProjectBatch(context.Background(), items)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range results {
+					if r.Err != nil || r.Outcome != want[n] {
+						t.Errorf("event %d: %v %v, want %v", n, r.Outcome, r.Err, want[n])
+					}
+					n++
+				}
+			}
+			m := f.message("m1")
+			if m.Content != "" || m.DeletedAt == nil || m.DeletedBy == nil || *m.DeletedBy != "u-2" {
+				t.Errorf("deleted message = %+v, want empty content, deleted_at and deleted_by", m)
+			}
+			if m.Seq != 1 || m.AuthorID != "u-1" {
+				t.Errorf("deleted message lost its facts: %+v", m)
+			}
+			for _, id := range []string{create.ID, edit.ID, again.ID} {
+				ev := f.event(id)
+				if strings.Contains(ev.Data, "secret") {
+					t.Errorf("event %s keeps deleted text: %s", ev.Type, ev.Data)
+				}
+				var data map[string]any
+				_ = json.Unmarshal([]byte(ev.Data), &data)
+				if data["content"] != "" || data["messageId"] != "m1" {
+					t.Errorf("event %s data = %v, want content \"\" and the other facts", ev.Type, data)
+				}
+			}
+			if ev := f.event(other.ID); !strings.Contains(ev.Data, "keep me") {
+				t.Errorf("another message's event was redacted: %s", ev.Data)
+			}
+			names := []string{}
+			for _, d := range f.pending() {
+				names = append(names, d.Name)
+				if strings.Contains(d.Data, "secret") {
+					t.Errorf("pending delivery %s still carries deleted text: %s", d.Name, d.Data)
+				}
+			}
+			if want := "new-message,message-edited,new-message,message-deleted"; strings.Join(names, ",") != want {
+				t.Errorf("deliveries = %v, want %s", names, want)
+			}
+		})
 	}
 }
 

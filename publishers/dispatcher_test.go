@@ -596,8 +596,15 @@ func TestDeleteBeforeDeliveryBlanksPendingContent(t *testing.T) {
 	f.project(big)
 	f.project(chattest.MessageDeleted("room-d", "m-d"))
 	f.project(chattest.MessageDeleted("room-d", "m-big"))
-	f.eventually("a call refused with 503", func() bool {
-		return slices.ContainsFunc(f.srv.Calls(), func(c fakepusher.Call) bool { return c.Status == 503 })
+	// A call that reaches Pusher after the deletes committed and is refused:
+	// then no other call of the room is in flight (one at a time per room),
+	// and what the dispatcher sends next it reads after that refusal, so
+	// after the deletes. (A refusal from before the deletes is not enough: a
+	// call it raced with could carry the text read before them and arrive
+	// once Pusher is back.)
+	deleted := time.Now()
+	f.eventually("a call refused with 503 after the deletes", func() bool {
+		return slices.ContainsFunc(f.srv.Calls(), func(c fakepusher.Call) bool { return c.Status == 503 && c.At.After(deleted) })
 	})
 	f.srv.SetDown(false)
 	f.waitEvents(4)
