@@ -503,11 +503,13 @@ func (b *batch) write(tx *gorm.DB) error {
 	} else if err := b.record(tx); err != nil {
 		return err
 	}
-	// Messages: new ones inserted with their final state (and their create's
-	// event id), existing ones updated; then the ids of the other events of
-	// this batch that carry a message's text appended to its event_ids.
+	// Messages: new ones inserted with their final state, existing ones
+	// updated, each with the ids of this batch's events that carry its text
+	// added to event_ids (first its create's, passed with the row, then the
+	// others as (message, event) pairs); an existing message this batch
+	// leaves unchanged gets its ids (repeated creates) appended on their own.
 	var nID, nRoom, nAuthor, nName, nContent, nEvent []string
-	var aID, aEvent []string
+	var naID, naEvent, uaID, uaEvent, aID, aEvent []string
 	var nSeq []int64
 	var nAvatar, nEditBy, nDelBy []*string
 	var nCreated []time.Time
@@ -517,14 +519,19 @@ func (b *batch) write(tx *gorm.DB) error {
 	var uEdited, uDeleted []*time.Time
 	for _, id := range slices.Sorted(maps.Keys(b.msgs)) {
 		m := b.msgs[id]
-		more := m.eventIDs
-		if m.changed && !m.existed {
-			more = more[1:] // the first, its create, goes in with the row
-		}
-		for _, e := range more {
-			aID, aEvent = append(aID, id), append(aEvent, e)
-		}
-		if !m.changed {
+		switch {
+		case m.changed && m.existed:
+			for _, e := range m.eventIDs {
+				uaID, uaEvent = append(uaID, id), append(uaEvent, e)
+			}
+		case m.changed: // new: the first, its create, goes in with the row
+			for _, e := range m.eventIDs[1:] {
+				naID, naEvent = append(naID, id), append(naEvent, e)
+			}
+		default:
+			for _, e := range m.eventIDs {
+				aID, aEvent = append(aID, id), append(aEvent, e)
+			}
 			continue
 		}
 		if !m.existed {
@@ -539,11 +546,14 @@ func (b *batch) write(tx *gorm.DB) error {
 	}
 	if len(nID) > 0 {
 		if err := exec("insert messages", `INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_ids)
-			SELECT u.id, u.room_id, u.seq, u.author_id, u.author_name, u.author_avatar, u.content, u.created_at, u.edited_at, u.edited_by, u.deleted_at, u.deleted_by, ARRAY[u.event_id]
+			SELECT u.id, u.room_id, u.seq, u.author_id, u.author_name, u.author_avatar, u.content, u.created_at, u.edited_at, u.edited_by, u.deleted_at, u.deleted_by,
+				ARRAY[u.event_id] || COALESCE(a.ids, '{}')
 			FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[], ?::text[])
-				AS u(id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_id)`,
+				AS u(id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_id)
+			LEFT JOIN (SELECT x.id, array_agg(x.event_id ORDER BY x.n) AS ids
+				FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS x(id, event_id, n) GROUP BY x.id) AS a ON a.id = u.id`,
 			arr(nID), arr(nRoom), arr(nSeq), arr(nAuthor), arr(nName), arr(nAvatar), arr(nContent),
-			arr(nCreated), arr(nEdited), arr(nEditBy), arr(nDeleted), arr(nDelBy), arr(nEvent)); err != nil {
+			arr(nCreated), arr(nEdited), arr(nEditBy), arr(nDeleted), arr(nDelBy), arr(nEvent), arr(naID), arr(naEvent)); err != nil {
 			return err
 		}
 	}
@@ -551,10 +561,13 @@ func (b *batch) write(tx *gorm.DB) error {
 		// COALESCE keeps what this batch did not change (an edit leaves deleted_at, a delete leaves edited_at).
 		if err := exec("update messages", `UPDATE messages AS m SET content = u.content,
 				edited_at = COALESCE(u.edited_at, m.edited_at), edited_by = COALESCE(u.edited_by, m.edited_by),
-				deleted_at = COALESCE(u.deleted_at, m.deleted_at), deleted_by = COALESCE(u.deleted_by, m.deleted_by)
+				deleted_at = COALESCE(u.deleted_at, m.deleted_at), deleted_by = COALESCE(u.deleted_by, m.deleted_by),
+				event_ids = m.event_ids || COALESCE(a.ids, '{}')
 			FROM unnest(?::text[], ?::text[], ?::timestamptz[], ?::text[], ?::timestamptz[], ?::text[]) AS u(id, content, edited_at, edited_by, deleted_at, deleted_by)
+			LEFT JOIN (SELECT x.id, array_agg(x.event_id ORDER BY x.n) AS ids
+				FROM unnest(?::text[], ?::text[]) WITH ORDINALITY AS x(id, event_id, n) GROUP BY x.id) AS a ON a.id = u.id
 			WHERE m.id = u.id`,
-			arr(uID), arr(uContent), arr(uEdited), arr(uEditBy), arr(uDeleted), arr(uDelBy)); err != nil {
+			arr(uID), arr(uContent), arr(uEdited), arr(uEditBy), arr(uDeleted), arr(uDelBy), arr(uaID), arr(uaEvent)); err != nil {
 			return err
 		}
 	}
