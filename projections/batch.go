@@ -44,8 +44,9 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 	if err := b.prepare(); err != nil {
 		return nil, err
 	}
-	err := p.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := transaction(ctx, p.db, func(tx *gorm.DB, cp copyFunc) error {
 		b.reset()
+		b.copy = cp
 		return b.run(tx)
 	})
 	if err != nil {
@@ -98,6 +99,10 @@ type batch struct {
 	// room_members, rooms): nothing is looked up in or written to events or
 	// deliveries. silent owes no deliveries (a replay without --notify).
 	readModelsOnly, silent bool
+
+	// copy writes rows with COPY on the transaction's connection; nil for
+	// read-model rebuilds, which write neither events nor deliveries.
+	copy copyFunc
 
 	// Reset at every attempt of the transaction:
 	owed      []domain.Delivery
@@ -254,45 +259,31 @@ func (b *batch) record(tx *gorm.DB) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	var types, sources, data, prints []string
-	var subjects, rooms []*string
-	var occurred []time.Time
-	var seqs, partitions, offsets []*int64
-	for _, id := range ids {
-		i := b.standing[id]
-		it := b.items[i]
-		types = append(types, string(it.Env.Type))
-		sources = append(sources, it.Env.Source)
-		subjects = append(subjects, ptr(it.Env.Subject))
-		rooms = append(rooms, ptr(eventRoom(it.Env.Event)))
-		data = append(data, b.data[i])
-		prints = append(prints, b.prints[i])
-		occurred = append(occurred, occurredAt(it.Env, it.Src))
-		var seq *int64
-		if s, ok := b.seqOf[id]; ok {
-			seq = &s
-		}
-		seqs = append(seqs, seq)
-		if it.Src.Partition >= 0 {
-			p, o := int64(it.Src.Partition), it.Src.Offset
-			partitions, offsets = append(partitions, &p), append(offsets, &o)
-		} else {
-			partitions, offsets = append(partitions, nil), append(offsets, nil)
-		}
+	if b.copy == nil {
+		return errors.New("record events: no COPY for this transaction")
 	}
-	// A plain insert: the ids were looked up in this transaction, so one
-	// already stored can only be another transaction's that committed since
-	// (two consumers during a rebalance), and then the insert fails on the
-	// primary key (or waits for that transaction and then fails). ON
+	// A plain insert (COPY): the ids were looked up in this transaction, so
+	// one already stored can only be another transaction's that committed
+	// since (two consumers during a rebalance), and then the copy fails on
+	// the primary key (or waits for that transaction and then fails). ON
 	// CONFLICT DO NOTHING would cost a speculative insertion for every row
-	// to catch that rare case.
-	err := tx.Exec(`INSERT INTO events (id, type, source, subject, room_id, seq, data, fingerprint, occurred_at, kafka_partition, kafka_offset)
-		SELECT u.id, u.type, u.source, u.subject, u.room_id, u.seq, u.data::jsonb, u.fingerprint, u.occurred_at, u.kafka_partition, u.kafka_offset
-		FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::timestamptz[], ?::int[], ?::bigint[])
-		  WITH ORDINALITY AS u(id, type, source, subject, room_id, seq, data, fingerprint, occurred_at, kafka_partition, kafka_offset, n)
-		ORDER BY u.n`,
-		arr(ids), arr(types), arr(sources), arr(subjects), arr(rooms), arr(seqs), arr(data),
-		arr(prints), arr(occurred), arr(partitions), arr(offsets)).Error
+	// to catch that rare case. Rows go in the order of ids (the batch's
+	// order), and so get their positions in it.
+	err := b.copy(tx.Statement.Context, "events",
+		[]string{"id", "type", "source", "subject", "room_id", "seq", "data", "fingerprint", "occurred_at", "kafka_partition", "kafka_offset"},
+		len(ids), func(n int, v []any) {
+			id := ids[n]
+			i := b.standing[id]
+			it := b.items[i]
+			v[0], v[1], v[2], v[3], v[4] = id, string(it.Env.Type), it.Env.Source, ptr(it.Env.Subject), ptr(eventRoom(it.Env.Event))
+			if s, ok := b.seqOf[id]; ok {
+				v[5] = s
+			}
+			v[6], v[7], v[8] = b.data[i], b.prints[i], occurredAt(it.Env, it.Src)
+			if it.Src.Partition >= 0 {
+				v[9], v[10] = it.Src.Partition, it.Src.Offset
+			}
+		})
 	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ && pgErr.ConstraintName == "events_pkey" {
 		return errClaimedMeanwhile
 	}
@@ -544,7 +535,21 @@ func (b *batch) write(tx *gorm.DB) error {
 		uID, uContent, uEdited, uEditBy = append(uID, id), append(uContent, m.content), append(uEdited, m.editedAt), append(uEditBy, m.editBy)
 		uDeleted, uDelBy = append(uDeleted, m.deletedAt), append(uDelBy, m.deletedBy)
 	}
-	if len(nID) > 0 {
+	switch {
+	case len(nID) == 0:
+	case b.copy != nil:
+		err := b.copy(tx.Statement.Context, "messages",
+			[]string{"id", "room_id", "seq", "author_id", "author_name", "author_avatar", "content", "created_at", "edited_at", "edited_by", "deleted_at", "deleted_by", "event_ids"},
+			len(nID), func(i int, v []any) {
+				m := b.msgs[nID[i]]
+				v[0], v[1], v[2], v[3], v[4], v[6], v[7] = nID[i], m.room, m.seq, m.authorID, m.authorName, m.content, m.createdAt
+				v[5], v[8], v[9], v[10], v[11] = m.authorAvatar, m.editedAt, m.editBy, m.deletedAt, m.deletedBy
+				v[12] = m.eventIDs
+			})
+		if err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+	default: // rebuilds, which have no COPY: one multi-row insert
 		if err := exec("insert messages", `INSERT INTO messages (id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_ids)
 			SELECT u.id, u.room_id, u.seq, u.author_id, u.author_name, u.author_avatar, u.content, u.created_at, u.edited_at, u.edited_by, u.deleted_at, u.deleted_by,
 				ARRAY[u.event_id] || COALESCE(a.ids, '{}')
@@ -629,8 +634,8 @@ func (b *batch) write(tx *gorm.DB) error {
 			return err
 		}
 	}
-	for start := 0; start < len(b.owed) && !b.silent; start += 1000 {
-		if err := insertDeliveries(tx, b.owed[start:min(start+1000, len(b.owed))]); err != nil {
+	if !b.silent {
+		if err := copyDeliveries(tx.Statement.Context, b.copy, b.owed); err != nil {
 			return err
 		}
 	}

@@ -220,10 +220,10 @@ func TestBatchLosingTheRaceForAnIDFailsAndIsRetried(t *testing.T) {
 		_, err := f.p.ProjectBatch(ctx, items)
 		done <- err
 	}()
-	// The batch's insert waits for the rival's uncommitted key.
+	// The batch's insert (a COPY) waits for the rival's uncommitted key.
 	waitFor(t, "the batch to wait for the rival transaction", func() bool {
 		var n int64
-		f.db.Raw(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO events%'`).Scan(&n)
+		f.db.Raw(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'copy "events"%'`).Scan(&n)
 		return n == 1
 	})
 	if err := rival.Commit().Error; err != nil {

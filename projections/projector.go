@@ -299,6 +299,39 @@ func redactMessage(tx *gorm.DB, e domain.MessageDeleted) error {
 
 const tooLargeReason = "payload exceeds Pusher's 10 KB data limit even with its text emptied"
 
+// copyDeliveries writes a batch's deliveries with COPY (see transaction).
+func copyDeliveries(ctx context.Context, cp copyFunc, ds []domain.Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	if cp == nil {
+		return errors.New("insert deliveries: no COPY for this transaction")
+	}
+	now := time.Now().UTC()
+	err := cp(ctx, "deliveries",
+		[]string{"event_id", "room_id", "seq", "channels", "name", "data", "socket_id", "truncated", "parked_at", "parked_reason"},
+		len(ds), func(i int, v []any) {
+			d := &ds[i]
+			v[0], v[3], v[4], v[5], v[7] = d.EventID, d.Channels, d.Name, d.Data, d.Truncated
+			if d.RoomID != "" {
+				v[1] = d.RoomID
+			}
+			if d.Seq > 0 {
+				v[2] = d.Seq
+			}
+			if d.SocketID != "" {
+				v[6] = d.SocketID
+			}
+			if d.TooLarge {
+				v[8], v[9] = now, tooLargeReason
+			}
+		})
+	if err != nil {
+		return fmt.Errorf("insert deliveries: %w", err)
+	}
+	return nil
+}
+
 func insertDeliveries(tx *gorm.DB, ds []domain.Delivery) error {
 	if len(ds) == 0 {
 		return nil

@@ -23,7 +23,7 @@ import (
 // updated_at: the time of the write, which a rebuild cannot reproduce) and
 // the tables a rebuild must not touch.
 var readModelQueries = []struct{ name, sql string }{
-	{"messages", `SELECT id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by FROM messages ORDER BY id`},
+	{"messages", `SELECT id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_ids::text FROM messages ORDER BY id`},
 	{"room_members", `SELECT room_id, user_id, user_name, user_avatar, joined_at FROM room_members ORDER BY room_id, user_id`},
 	{"rooms", `SELECT room_id, last_seq FROM rooms ORDER BY room_id`},
 	{"events", `SELECT position, id, type, room_id, seq, data::text, fingerprint, occurred_at, recorded_at FROM events ORDER BY position`},

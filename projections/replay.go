@@ -78,13 +78,14 @@ func (r *Replayer) Project(ctx context.Context, items []Item) ([]Result, error) 
 	if err := b.prepare(); err != nil {
 		return nil, err
 	}
-	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := transaction(ctx, r.db, func(tx *gorm.DB, cp copyFunc) error {
 		if r.opts.DryRun {
 			if err := r.copyStored(tx, items); err != nil {
 				return err
 			}
 		}
 		b.reset()
+		b.copy = cp
 		return b.run(tx)
 	})
 	if err != nil {
