@@ -397,6 +397,8 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 		b.StartTimer()
 	}
 	b.Logf("%s: first event consumed %v after start", name, first.Sub(p.started).Round(time.Millisecond))
+	cpu := st.cpuMeter(b, p, db)
+	cpuAtFirst := cpu()
 
 	stopProgress := p.startProgress(name, first, st.pusher, db)
 	defer stopProgress()
@@ -428,6 +430,7 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 	if timed {
 		b.StopTimer()
 	}
+	cpuAtEnd := cpu()
 	stopProgress()
 	calls := len(st.pusher.Calls())
 	received := len(st.pusher.Events())
@@ -474,10 +477,12 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 		peakRSSMB:     rss,
 	}
 	b.Logf("%s: %d events projected and delivered in %v: %.0f events/s; %d Pusher calls (%.3f per event) carrying %d events (%d owed); "+
-		"%.0f batches, %.1f events per transaction; peak RSS %.1f MB",
+		"%.0f batches, %.1f events per transaction; peak RSS %.1f MB; CPU per event: roomcast %.0f µs, postgres %.0f µs, benchmark process (Kafka, Pusher fake) %.0f µs",
 		name, n, elapsed.Round(time.Millisecond), res.eventsPerSec, calls, res.callsPerEvent, received, backlog.pusherEvents,
 		m.sum("roomcast_projection_batch_events_count"),
-		m.sum("roomcast_projection_batch_events_sum")/max(1, m.sum("roomcast_projection_batch_events_count")), rss)
+		m.sum("roomcast_projection_batch_events_sum")/max(1, m.sum("roomcast_projection_batch_events_count")), rss,
+		(cpuAtEnd["roomcast"]-cpuAtFirst["roomcast"])*1e6/float64(n), (cpuAtEnd["postgres"]-cpuAtFirst["postgres"])*1e6/float64(n),
+		(cpuAtEnd["bench"]-cpuAtFirst["bench"])*1e6/float64(n))
 	return res
 }
 
@@ -670,6 +675,24 @@ func (p *ingestProc) waitReady(b *testing.B) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	b.Fatalf("/readyz not 200 within 60s; last answer: %s", last)
+}
+
+// cpuMeter returns a function that reads the CPU seconds used so far by
+// roomcast, the Postgres server (all its processes) and this process.
+func (st *ingestStack) cpuMeter(b *testing.B, p *ingestProc, db *pgxpool.Pool) func() map[string]float64 {
+	b.Helper()
+	var pgPid int
+	if err := db.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pgPid); err != nil {
+		b.Fatalf("postgres pid: %v", err)
+	}
+	postmaster := procParent(pgPid)
+	return func() map[string]float64 {
+		return map[string]float64{
+			"roomcast": procCPUSeconds(p.cmd.Process.Pid),
+			"postgres": procTreeCPUSeconds(postmaster),
+			"bench":    procCPUSeconds(os.Getpid()),
+		}
+	}
 }
 
 // peakRSSMB is the subprocess's VmHWM (peak resident set) in MB.
