@@ -397,7 +397,10 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 		b.StartTimer()
 	}
 	b.Logf("%s: first event consumed %v after start", name, first.Sub(p.started).Round(time.Millisecond))
-	cpu := st.cpuMeter(b, p, db)
+	cpu, err := p.cpuMeter(db)
+	if err != nil {
+		b.Fatal(err)
+	}
 	cpuAtFirst := cpu()
 
 	stopProgress := p.startProgress(name, first, st.pusher, db)
@@ -679,11 +682,10 @@ func (p *ingestProc) waitReady(b *testing.B) {
 
 // cpuMeter returns a function that reads the CPU seconds used so far by
 // roomcast, the Postgres server (all its processes) and this process.
-func (st *ingestStack) cpuMeter(b *testing.B, p *ingestProc, db *pgxpool.Pool) func() map[string]float64 {
-	b.Helper()
+func (p *ingestProc) cpuMeter(db *pgxpool.Pool) (func() map[string]float64, error) {
 	var pgPid int
 	if err := db.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pgPid); err != nil {
-		b.Fatalf("postgres pid: %v", err)
+		return nil, fmt.Errorf("postgres pid: %w", err)
 	}
 	postmaster := procParent(pgPid)
 	return func() map[string]float64 {
@@ -692,7 +694,7 @@ func (st *ingestStack) cpuMeter(b *testing.B, p *ingestProc, db *pgxpool.Pool) f
 			"postgres": procTreeCPUSeconds(postmaster),
 			"bench":    procCPUSeconds(os.Getpid()),
 		}
-	}
+	}, nil
 }
 
 // peakRSSMB is the subprocess's VmHWM (peak resident set) in MB.
@@ -764,17 +766,10 @@ func (p *ingestProc) logProgress(name string, since time.Time, pusher *fakepushe
 	defer sample.Stop()
 	var prev metrics
 	prevAt := since
-	postmaster := 0
-	var pgPid int
-	if err := db.QueryRow(context.Background(), `SELECT pg_backend_pid()`).Scan(&pgPid); err == nil {
-		postmaster = procParent(pgPid)
-	}
-	cpu := func() map[string]float64 {
-		return map[string]float64{
-			"roomcast": procCPUSeconds(p.cmd.Process.Pid),
-			"postgres": procTreeCPUSeconds(postmaster),
-			"bench":    procCPUSeconds(os.Getpid()),
-		}
+	cpu, err := p.cpuMeter(db)
+	if err != nil {
+		progressf("%s: %v", name, err)
+		return
 	}
 	prevCPU := cpu()
 	waits, statements := map[string]int{}, map[string]int{}
