@@ -515,10 +515,11 @@ func (b *batch) write(tx *gorm.DB) error {
 			for _, e := range m.eventIDs {
 				uaID, uaEvent = append(uaID, id), append(uaEvent, e)
 			}
-		case m.changed: // new: the first, its create, goes in with the row
+		case m.changed && b.copy == nil: // new, inserted: the first id, its create's, goes in with the row
 			for _, e := range m.eventIDs[1:] {
 				naID, naEvent = append(naID, id), append(naEvent, e)
 			}
+		case m.changed: // new, copied with its whole list
 		default:
 			for _, e := range m.eventIDs {
 				aID, aEvent = append(aID, id), append(aEvent, e)
@@ -526,7 +527,10 @@ func (b *batch) write(tx *gorm.DB) error {
 			continue
 		}
 		if !m.existed {
-			nID, nRoom, nSeq, nAuthor, nName = append(nID, id), append(nRoom, m.room), append(nSeq, m.seq), append(nAuthor, m.authorID), append(nName, m.authorName)
+			if nID = append(nID, id); b.copy != nil {
+				continue // the COPY reads the rest from b.msgs
+			}
+			nRoom, nSeq, nAuthor, nName = append(nRoom, m.room), append(nSeq, m.seq), append(nAuthor, m.authorID), append(nName, m.authorName)
 			nAvatar, nContent, nCreated = append(nAvatar, m.authorAvatar), append(nContent, m.content), append(nCreated, m.createdAt)
 			nEdited, nEditBy, nDeleted, nDelBy = append(nEdited, m.editedAt), append(nEditBy, m.editBy), append(nDeleted, m.deletedAt), append(nDelBy, m.deletedBy)
 			nEvent = append(nEvent, m.eventIDs[0])
