@@ -250,6 +250,11 @@ func eventRecord(e *chattest.Event) batchRecord {
 // records keep their order in its partition.
 func (e *batchEnv) produce(records []batchRecord) error {
 	cfg := consumers.KafkaConfig{Brokers: e.brokers}.ProducerConfig()
+	// Idempotent, so that the topic holds each event once: under load a
+	// produce request that times out is retried, and without idempotence
+	// its messages can land twice, which these tests would count as
+	// redeliveries by roomcast (and as a room's events out of Kafka order).
+	cfg.Producer.Idempotent = true
 	cfg.Net.MaxOpenRequests = 1
 	producer, err := sarama.NewSyncProducer(e.brokers, cfg)
 	if err != nil {
