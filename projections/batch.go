@@ -113,10 +113,8 @@ type batch struct {
 	redactOwn []string          // event ids whose own text is redacted (no-op on a deleted message)
 	stored    map[string]string // fingerprints of ids stored before this batch
 	standing  map[string]int    // event id -> index of the item recorded for it
-	deletedM  []msgKey          // messages deleted by this batch (their events and deliveries are redacted)
+	deletedM  []string          // ids of the messages deleted by this batch (their events and deliveries are redacted)
 }
-
-type msgKey struct{ room, id string }
 
 type msgState struct {
 	room                  string
@@ -455,7 +453,7 @@ func (b *batch) applyRoom(env domain.Envelope, e domain.RoomEvent) (bool, error)
 		}
 		at, by := e.DeletedAt.UTC(), e.DeletedBy
 		m.content, m.deletedAt, m.deletedBy, m.deleted, m.changed = "", &at, &by, true, true
-		b.deletedM = append(b.deletedM, msgKey{e.RoomID, e.MessageID})
+		b.deletedM = append(b.deletedM, e.MessageID)
 		return true, nil
 	case domain.MemberJoined:
 		k := [2]string{e.RoomID, e.UserID}
@@ -646,18 +644,14 @@ func (b *batch) write(tx *gorm.DB) error {
 	if len(b.deletedM) > 0 {
 		// The deleted messages' event_ids are complete by now: the events
 		// before this batch, and this batch's (recorded and appended above).
-		ids := make([]string, 0, len(b.deletedM))
-		for _, k := range b.deletedM {
-			ids = append(ids, k.id)
-		}
 		if err := exec("redact events", `UPDATE events AS e SET data = jsonb_set(e.data, '{content}', '""')
 			FROM (SELECT unnest(m.event_ids) AS id FROM messages m WHERE m.id = ANY(?::text[])) AS x
-			WHERE e.id = x.id`, arr(ids)); err != nil {
+			WHERE e.id = x.id`, arr(b.deletedM)); err != nil {
 			return err
 		}
 		if err := exec("redact pending deliveries", `UPDATE deliveries AS d SET data = ((d.data::jsonb || '{"content": ""}') - 'truncated')::text
 			FROM (SELECT unnest(m.event_ids) AS id FROM messages m WHERE m.id = ANY(?::text[])) AS x
-			WHERE d.event_id = x.id AND d.delivered_at IS NULL`, arr(ids)); err != nil {
+			WHERE d.event_id = x.id AND d.delivered_at IS NULL`, arr(b.deletedM)); err != nil {
 			return err
 		}
 	}
