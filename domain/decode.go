@@ -76,7 +76,7 @@ func Decode(value []byte) (Envelope, error) {
 	// Unmarshal checks the syntax of all of value before it decodes anything.
 	// A valid value that is not an object is then a type error, or a nil map
 	// (null).
-	var top map[string]json.RawMessage
+	var top objectMembers
 	ok := false
 	if json.Valid(value) {
 		top, ok = splitObject(value)
@@ -229,7 +229,7 @@ func knownType(t string) bool {
 // in *err; once there is one, every read returns a zero value.
 type reader struct {
 	raw     []byte // the object itself
-	members map[string]json.RawMessage
+	members objectMembers
 	path    string // "data", "data.notification"; "" at the top level
 	err     *error
 }
@@ -257,7 +257,7 @@ func (r *reader) has(key string) bool {
 // The key matches exactly, and the last of duplicate keys counts, as in
 // JavaScript and Postgres jsonb (encoding/json's map semantics).
 func (r *reader) get(key string) ([]byte, bool) {
-	raw := r.members[key]
+	raw := r.members.get(key)
 	return raw, raw != nil && string(raw) != "null"
 }
 
