@@ -87,8 +87,9 @@ const (
 // run, INGEST_BENCH_PARTITIONS=n uses a topic of n partitions instead of 12,
 // INGEST_BENCH_STATEMENTS=1 loads pg_stat_statements and prints the costliest
 // statements and the WAL written, and INGEST_BENCH_PG="name=value ..." sets
-// Postgres server settings; GOGC, GOMEMLIMIT and GODEBUG pass through to
-// roomcast.
+// Postgres server settings, and INGEST_BENCH_BIN=path runs that roomcast
+// binary instead of building this tree's (to compare two builds run after
+// run); GOGC, GOMEMLIMIT and GODEBUG pass through to roomcast.
 func BenchmarkIngest(b *testing.B) {
 	b.StopTimer()
 	st := startIngestStack(b)
@@ -274,7 +275,10 @@ type ingestStack struct {
 
 func startIngestStack(b *testing.B) *ingestStack {
 	b.Helper()
-	st := &ingestStack{bin: buildBinary(b)}
+	st := &ingestStack{bin: os.Getenv("INGEST_BENCH_BIN")}
+	if st.bin == "" {
+		st.bin = buildBinary(b)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var pgCfg localstack.PostgresConfig // default durability
