@@ -80,10 +80,29 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 				slog.String("event_id", d.EventID), slog.String("event", d.Name))
 		}
 	}
-	if len(b.owed) > 0 && p.owed != nil {
-		p.owed()
+	if len(b.owed) > 0 {
+		p.deliveriesOwed(b)
 	}
 	return results, nil
+}
+
+// deliveriesOwed hands a committed batch's deliveries to the dispatcher, or
+// tells it to read the outbox.
+func (p *Projector) deliveriesOwed(b *batch) {
+	// A delete in the batch redacted deliveries in Postgres (this batch's
+	// among them) after they were copied: b.owed no longer says what is owed.
+	if p.handoff != nil && len(b.deletedM) == 0 {
+		now := time.Now()
+		for i := range b.owed {
+			b.owed[i].CreatedAt = now
+		}
+		if p.handoff(b.owed) {
+			return
+		}
+	}
+	if p.owed != nil {
+		p.owed()
+	}
 }
 
 // batch is the state of one ProjectBatch transaction.
@@ -269,17 +288,31 @@ func (b *batch) record(tx *gorm.DB) error {
 	// order), and so get their positions in it.
 	err := b.copy(tx.Statement.Context, "events",
 		[]string{"id", "type", "source", "subject", "room_id", "seq", "data", "fingerprint", "occurred_at", "kafka_partition", "kafka_offset"},
-		len(ids), func(n int, v []any) {
-			id := ids[n]
-			i := b.standing[id]
-			it := b.items[i]
-			v[0], v[1], v[2], v[3], v[4] = id, string(it.Env.Type), it.Env.Source, ptr(it.Env.Subject), ptr(eventRoom(it.Env.Event))
-			if s, ok := b.seqOf[id]; ok {
-				v[5] = s
-			}
-			v[6], v[7], v[8] = b.data[i], b.prints[i], occurredAt(it.Env, it.Src)
-			if it.Src.Partition >= 0 {
-				v[9], v[10] = it.Src.Partition, it.Src.Offset
+		func(w *copyWriter) {
+			for _, id := range ids {
+				i := b.standing[id]
+				it := b.items[i]
+				w.row()
+				w.text(id)
+				w.text(string(it.Env.Type))
+				w.text(it.Env.Source)
+				w.optText(it.Env.Subject)
+				w.optText(eventRoom(it.Env.Event))
+				if s, ok := b.seqOf[id]; ok {
+					w.int8(s)
+				} else {
+					w.null()
+				}
+				w.jsonb(b.data[i])
+				w.text(b.prints[i])
+				w.timestamptz(occurredAt(it.Env, it.Src))
+				if it.Src.Partition >= 0 {
+					w.int4(it.Src.Partition)
+					w.int8(it.Src.Offset)
+				} else {
+					w.null()
+					w.null()
+				}
 			}
 		})
 	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ && pgErr.ConstraintName == "events_pkey" {
@@ -542,11 +575,24 @@ func (b *batch) write(tx *gorm.DB) error {
 	case b.copy != nil:
 		err := b.copy(tx.Statement.Context, "messages",
 			[]string{"id", "room_id", "seq", "author_id", "author_name", "author_avatar", "content", "created_at", "edited_at", "edited_by", "deleted_at", "deleted_by", "event_ids"},
-			len(nID), func(i int, v []any) {
-				m := b.msgs[nID[i]]
-				v[0], v[1], v[2], v[3], v[4], v[6], v[7] = nID[i], m.room, m.seq, m.authorID, m.authorName, m.content, m.createdAt
-				v[5], v[8], v[9], v[10], v[11] = m.authorAvatar, m.editedAt, m.editBy, m.deletedAt, m.deletedBy
-				v[12] = m.eventIDs
+			func(w *copyWriter) {
+				for _, id := range nID {
+					m := b.msgs[id]
+					w.row()
+					w.text(id)
+					w.text(m.room)
+					w.int8(m.seq)
+					w.text(m.authorID)
+					w.text(m.authorName)
+					w.textPtr(m.authorAvatar)
+					w.text(m.content)
+					w.timestamptz(m.createdAt)
+					w.timePtr(m.editedAt)
+					w.textPtr(m.editBy)
+					w.timePtr(m.deletedAt)
+					w.textPtr(m.deletedBy)
+					w.textArray(m.eventIDs)
+				}
 			})
 		if err != nil {
 			return fmt.Errorf("insert messages: %w", err)
@@ -636,7 +682,10 @@ func (b *batch) write(tx *gorm.DB) error {
 			return err
 		}
 	}
-	if !b.silent {
+	if !b.silent && len(b.owed) > 0 {
+		if err := reserveDeliveryIDs(tx, b.owed); err != nil {
+			return err
+		}
 		if err := copyDeliveries(tx.Statement.Context, b.copy, b.owed); err != nil {
 			return err
 		}

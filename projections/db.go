@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -142,24 +143,31 @@ func logAttrs(eventID, eventType, roomID string) []any {
 	return attrs
 }
 
-// copyFunc streams n rows into table's columns with COPY, on the connection
-// of the transaction it was made for; row fills vals (one value per column)
-// for row i, and vals is reused from row to row.
-type copyFunc func(ctx context.Context, table string, columns []string, n int, row func(i int, vals []any)) error
+// copyFunc writes rows into table's columns with COPY, on the connection of
+// the transaction it was made for; rows writes them (w.row(), then one value
+// per column, for each row).
+type copyFunc func(ctx context.Context, table string, columns []string, rows func(w *copyWriter)) error
 
 // transaction runs f in a transaction on one connection of db, with a
-// copyFunc on that connection. COPY (pgx's CopyFrom: rows encoded in binary
-// into a reused 64 KB buffer) is how batches write their largest tables:
-// a multi-row INSERT's parameter arrays are encoded into a buffer pgx
-// regrows from 256 bytes for every statement and then copied into another,
-// which made a third of everything the worker allocated.
+// copyFunc on that connection. COPY is how batches write their largest
+// tables: a multi-row INSERT's parameter arrays are encoded into a buffer
+// pgx regrows from 256 bytes for every statement and then copied into
+// another, which made a third of everything the worker allocated (and see
+// copyWriter for why the rows are not encoded by pgx's CopyFrom either).
 func transaction(ctx context.Context, db *gorm.DB, f func(tx *gorm.DB, cp copyFunc) error) error {
 	run := func(c *gorm.DB) error {
 		conn, ok := c.Statement.ConnPool.(*sql.Conn)
 		if !ok {
 			return fmt.Errorf("transaction: not on a single connection (%T)", c.Statement.ConnPool)
 		}
-		cp := func(ctx context.Context, table string, columns []string, n int, row func(int, []any)) error {
+		cp := func(ctx context.Context, table string, columns []string, rows func(w *copyWriter)) error {
+			w := newCopyWriter(len(columns))
+			defer w.release()
+			rows(w)
+			stream, err := w.finish()
+			if err != nil {
+				return err
+			}
 			// The transaction is open on this connection; Raw lends its
 			// driver connection between the transaction's statements.
 			return conn.Raw(func(dc any) error {
@@ -167,8 +175,7 @@ func transaction(ctx context.Context, db *gorm.DB, f func(tx *gorm.DB, cp copyFu
 				if !ok {
 					return fmt.Errorf("COPY needs pgx's database/sql driver, not %T", dc)
 				}
-				src := &rowSource{n: n, row: row, vals: make([]any, len(columns)), i: -1}
-				_, err := sc.Conn().CopyFrom(ctx, pgx.Identifier{table}, columns, src)
+				_, err := sc.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(stream), copySQL(table, columns))
 				return err
 			})
 		}
@@ -179,23 +186,3 @@ func transaction(ctx context.Context, db *gorm.DB, f func(tx *gorm.DB, cp copyFu
 	}
 	return db.WithContext(ctx).Connection(run)
 }
-
-// rowSource is a pgx.CopyFromSource over n rows filled in by row.
-type rowSource struct {
-	n, i int
-	row  func(int, []any)
-	vals []any
-}
-
-func (s *rowSource) Next() bool {
-	s.i++
-	return s.i < s.n
-}
-
-func (s *rowSource) Values() ([]any, error) {
-	clear(s.vals)
-	s.row(s.i, s.vals)
-	return s.vals, nil
-}
-
-func (s *rowSource) Err() error { return nil }

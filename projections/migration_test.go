@@ -2,10 +2,12 @@ package projections_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/roomcast/roomcast/domain"
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
@@ -34,8 +36,10 @@ func TestUpgradeListsExistingMessageEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Back to before 00005 (the index back, the lists gone), then up again.
-	if v, err := m.Down(ctx); err != nil || v != 5 {
-		t.Fatalf("down: version %d, %v; want 00005 rolled back", v, err)
+	for _, want := range []int64{6, 5} {
+		if v, err := m.Down(ctx); err != nil || v != want {
+			t.Fatalf("down: version %d, %v; want %05d rolled back", v, err, want)
+		}
 	}
 	if n := f.count("pg_indexes", "indexname = 'events_message'"); n != 1 {
 		t.Fatalf("events_message after rolling 00005 back: %d indexes, want 1", n)
@@ -71,5 +75,93 @@ func TestUpgradeListsExistingMessageEvents(t *testing.T) {
 	}
 	if ev := f.event(other.ID); !strings.Contains(ev.Data, "keep me") {
 		t.Errorf("another message's event was redacted: %s", ev.Data)
+	}
+}
+
+// Migration 00006: batches reserve their deliveries' ids in blocks of the
+// sequence's step. Ids stay unique and rise in commit order, mixed with rows
+// inserted one at a time (which take their id from the sequence); the
+// handover sees the ids that were stored; and a dry-run replay that notifies
+// reserves them from its temporary outbox.
+func TestBatchesReserveDeliveryIDs(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var handed [][]int64
+	f.p.HandOffDeliveries(func(ds []domain.Delivery) bool {
+		ids := make([]int64, len(ds))
+		for i, d := range ds {
+			ids[i] = d.ID
+		}
+		handed = append(handed, ids)
+		return true
+	})
+	msg := 0
+	next := func() string { msg++; return fmt.Sprintf("m%d", msg) }
+	batch := func(n int, room string) {
+		t.Helper()
+		items := make([]projections.Item, n)
+		for i := range items {
+			items[i] = projections.Item{Env: chattest.MessageCreated(room, next(), "hi").Envelope(t), Src: projections.Source{Partition: -1}}
+		}
+		if _, err := f.p.ProjectBatch(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch(3, "r1")
+	f.project(chattest.MessageCreated("r1", next(), "one at a time"))
+	batch(1500, "r1") // more than one block
+	batch(2, "r2")
+	var rows []struct {
+		ID  int64
+		Seq int64
+	}
+	if err := f.db.Raw(`SELECT id, seq FROM deliveries WHERE room_id = 'r1' ORDER BY seq`).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1504 {
+		t.Fatalf("%d deliveries in r1, want 1504", len(rows))
+	}
+	for i := 1; i < len(rows); i++ {
+		if rows[i].ID <= rows[i-1].ID {
+			t.Fatalf("r1 seq %d has id %d, not above seq %d's %d", rows[i].Seq, rows[i].ID, rows[i-1].Seq, rows[i-1].ID)
+		}
+	}
+	var stored []int64
+	if err := f.db.Raw(`SELECT id FROM deliveries ORDER BY id`).Scan(&stored).Error; err != nil {
+		t.Fatal(err)
+	}
+	var all []int64
+	for _, ids := range handed {
+		all = append(all, ids...)
+	}
+	if len(handed) != 3 || len(all) != 1505 {
+		t.Fatalf("handed over %d batches of %d deliveries, want 3 of 1505", len(handed), len(all))
+	}
+	for _, id := range all {
+		if _, found := slices.BinarySearch(stored, id); !found {
+			t.Fatalf("handed over delivery id %d, which is not stored", id)
+		}
+	}
+
+	r, err := projections.NewReplayer(ctx, f.db, projections.ReplayOptions{Notify: true, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	items := []projections.Item{{Env: chattest.MessageCreated("r3", next(), "dry").Envelope(t), Src: projections.Source{Partition: -1}}}
+	if _, err := r.Project(ctx, items); err != nil {
+		t.Fatalf("dry-run replay with notify: %v", err)
+	}
+	changes, err := r.Changes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range changes {
+		if c.Table == "deliveries" && c.Added != 1 {
+			t.Errorf("dry run added %d deliveries, want 1", c.Added)
+		}
+	}
+	if n := f.count("deliveries", "room_id = 'r3'"); n != 0 {
+		t.Errorf("the dry run wrote %d deliveries to the live outbox", n)
 	}
 }

@@ -1,12 +1,14 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,6 +66,7 @@ type Projector struct {
 	log     *slog.Logger
 	metrics *projectorMetrics
 	owed    func()
+	handoff func([]domain.Delivery) bool
 }
 
 // NewProjector returns a Projector writing to db. Its metrics are registered
@@ -78,6 +81,15 @@ func NewProjector(db *gorm.DB, log *slog.Logger, reg prometheus.Registerer) *Pro
 // OnDeliveriesOwed sets f to be called after every commit that added
 // deliveries to the outbox (the dispatcher's wake-up). f must not block.
 func (p *Projector) OnDeliveriesOwed(f func()) { p.owed = f }
+
+// HandOffDeliveries sets f to be given the deliveries a ProjectBatch
+// committed (ids, payloads and all, each room's in seq order), right after
+// the commit, so that the dispatcher need not read back what was just
+// written. When f returns true it took them and the OnDeliveriesOwed hook is
+// not called; when it returns false, or a batch's deliveries cannot be
+// handed over as written (a delete in the batch redacted some of them in
+// Postgres), the hook is called as without f. f must not block.
+func (p *Projector) HandOffDeliveries(f func([]domain.Delivery) bool) { p.handoff = f }
 
 // Project records env and applies it to the read models in one transaction.
 // An event whose id is already stored changes nothing (Duplicate or Conflict).
@@ -299,6 +311,45 @@ func redactMessage(tx *gorm.DB, e domain.MessageDeleted) error {
 
 const tooLargeReason = "payload exceeds Pusher's 10 KB data limit even with its text emptied"
 
+// reserveDeliveryIDs gives each of ds an id from the outbox's sequence, in
+// order. The sequence steps by a block (1000, migration 00006) and each
+// nextval returns the first id of a block reserved for its caller alone, so
+// a batch takes ceil(n / block) of them. A batch calls it once its rooms are
+// locked, so a room's deliveries get rising ids in commit order, as inserted
+// ones do. With a step of 1 (an older schema) it takes one value per row.
+func reserveDeliveryIDs(tx *gorm.DB, ds []domain.Delivery) error {
+	rows, err := tx.Raw(`SELECT nextval(s.seqrelid), s.seqincrement
+		FROM pg_sequence AS s, generate_series(1, ceil(?::numeric / greatest(s.seqincrement, 1))::int)
+		WHERE s.seqrelid = pg_get_serial_sequence('deliveries', 'id')::regclass`, len(ds)).Rows()
+	if err != nil {
+		return fmt.Errorf("reserve delivery ids: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	var blocks [][2]int64
+	for rows.Next() {
+		var first, step int64
+		if err := rows.Scan(&first, &step); err != nil {
+			return fmt.Errorf("reserve delivery ids: %w", err)
+		}
+		blocks = append(blocks, [2]int64{first, max(step, 1)})
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reserve delivery ids: %w", err)
+	}
+	slices.SortFunc(blocks, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	i := 0
+	for _, blk := range blocks {
+		for id := blk[0]; id < blk[0]+blk[1] && i < len(ds); id++ {
+			ds[i].ID = id
+			i++
+		}
+	}
+	if i < len(ds) {
+		return fmt.Errorf("reserve delivery ids: %d of %d reserved", i, len(ds))
+	}
+	return nil
+}
+
 // copyDeliveries writes a batch's deliveries with COPY (see transaction).
 func copyDeliveries(ctx context.Context, cp copyFunc, ds []domain.Delivery) error {
 	if len(ds) == 0 {
@@ -309,21 +360,31 @@ func copyDeliveries(ctx context.Context, cp copyFunc, ds []domain.Delivery) erro
 	}
 	now := time.Now().UTC()
 	err := cp(ctx, "deliveries",
-		[]string{"event_id", "room_id", "seq", "channels", "name", "data", "socket_id", "truncated", "parked_at", "parked_reason"},
-		len(ds), func(i int, v []any) {
-			d := &ds[i]
-			v[0], v[3], v[4], v[5], v[7] = d.EventID, d.Channels, d.Name, d.Data, d.Truncated
-			if d.RoomID != "" {
-				v[1] = d.RoomID
-			}
-			if d.Seq > 0 {
-				v[2] = d.Seq
-			}
-			if d.SocketID != "" {
-				v[6] = d.SocketID
-			}
-			if d.TooLarge {
-				v[8], v[9] = now, tooLargeReason
+		[]string{"id", "event_id", "room_id", "seq", "channels", "name", "data", "socket_id", "truncated", "parked_at", "parked_reason"},
+		func(w *copyWriter) {
+			for i := range ds {
+				d := &ds[i]
+				w.row()
+				w.int8(d.ID)
+				w.text(d.EventID)
+				w.optText(d.RoomID)
+				if d.Seq > 0 {
+					w.int8(d.Seq)
+				} else {
+					w.null()
+				}
+				w.textArray(d.Channels)
+				w.text(d.Name)
+				w.text(d.Data)
+				w.optText(d.SocketID)
+				w.bool(d.Truncated)
+				if d.TooLarge {
+					w.timestamptz(now)
+					w.text(tooLargeReason)
+				} else {
+					w.null()
+					w.null()
+				}
 			}
 		})
 	if err != nil {

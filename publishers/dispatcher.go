@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,6 +117,9 @@ type Dispatcher struct {
 	metrics *dispatcherMetrics
 	wake    chan struct{}
 
+	handoffs  chan []domain.Delivery // see Handoff
+	accepting atomic.Bool            // a term is running: handoffs are read
+
 	mu       sync.Mutex
 	degraded error // set by 401/403/404, cleared by the next accepted call
 
@@ -132,6 +136,36 @@ func NewDispatcher(outbox Outbox, p Pusher, cfg DispatcherConfig) *Dispatcher {
 		log:     cfg.Logger,
 		metrics: newDispatcherMetrics(cfg.Registerer),
 		wake:    make(chan struct{}, 1),
+
+		handoffs: make(chan []domain.Delivery, handoffQueue),
+	}
+}
+
+// handoffQueue is how many handed-over batches may wait for the dispatcher.
+const handoffQueue = 64
+
+// Handoff gives the dispatcher deliveries this process just committed to the
+// outbox (ids set, each room's in seq order), so that it need not read back
+// what was just written. It never blocks. It returns false when it did not
+// take them (this process does not lead, or handoffQueue batches wait): the
+// caller then wakes the dispatcher and the leader as for any commit (Wake).
+//
+// The dispatcher reads from the outbox whatever it took but cannot place in
+// order: a room's delivery goes into its lane only right behind the one
+// before it (seq - 1) seen in this term, read or handed over. Otherwise an
+// earlier one of the room may still be unread in the outbox (committed by
+// another process, or handed over when it could not be taken), and both are
+// read from the outbox, in order. Deliveries handed over during a pause
+// after a failed call are read again after it too, as every held one is.
+func (d *Dispatcher) Handoff(ds []domain.Delivery) bool {
+	if !d.accepting.Load() {
+		return false
+	}
+	select {
+	case d.handoffs <- ds:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -218,6 +252,7 @@ type pipeline struct {
 	ready     []*lane
 	multi     []domain.Delivery
 	known     map[int64]struct{} // held: queued, in flight or accepted and not yet marked
+	lastSeq   map[string]int64   // per room, the highest seq held or settled in this term (see take)
 	queued    int
 	inflight  int
 	sending   int // deliveries in the calls in flight
@@ -235,9 +270,20 @@ type pipeline struct {
 // lead dispatches while stillLeading holds and ctx lasts.
 func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 	p := &pipeline{
-		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{},
+		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{}, lastSeq: map[string]int64{},
 		results: make(chan callResult, d.cfg.MaxInFlight), markDone: make(chan error, 1),
 	}
+	// Handoffs left from an earlier term are stale (another leader may have
+	// delivered them since); the first read of the outbox gets what is owed.
+	for drained := false; !drained; {
+		select {
+		case <-d.handoffs:
+		default:
+			drained = true
+		}
+	}
+	d.accepting.Store(true)
+	defer d.accepting.Store(false)
 	p.accepted, d.unmarked = d.unmarked, nil
 	for _, del := range p.accepted {
 		p.known[del.ID] = struct{}{}
@@ -291,7 +337,18 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 			}
 			pauseC = pause.C
 		}
+		handoffs := d.handoffs
+		if stopping {
+			// What they hold stays owed in the outbox; committers now wake
+			// (and notify) whoever leads next instead.
+			handoffs = nil
+			d.accepting.Store(false)
+		}
 		select {
+		case ds := <-handoffs:
+			if !p.take(ds) {
+				fetchDue = true
+			}
 		case res := <-p.results:
 			p.handle(settleCtx, res)
 			for drained := false; !drained; {
@@ -355,26 +412,75 @@ func (p *pipeline) fetch(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	p.d.metrics.sources.WithLabelValues("read").Add(float64(len(ds)))
 	for _, del := range ds {
-		p.known[del.ID] = struct{}{}
-		p.queued++
-		if len(del.Channels) > 1 {
-			p.multi = append(p.multi, del)
-			continue
+		if del.RoomID != "" && del.Seq > p.lastSeq[del.RoomID] {
+			// Read in id order, which is each room's commit order: the
+			// room's earlier deliveries are held, settled or read too.
+			p.lastSeq[del.RoomID] = del.Seq
 		}
-		key := del.RoomID
-		if key == "" {
-			key = fmt.Sprintf("#%d", del.ID) // a notification: no order to keep
-		}
-		l := p.lanes[key]
-		if l == nil {
-			l = &lane{key: key}
-			p.lanes[key] = l
-		}
-		l.queue = append(l.queue, del)
-		p.makeReady(l)
+		p.place(del)
 	}
 	return len(ds), nil
+}
+
+// maxTrackedRooms bounds lastSeq; past it the map starts over (rooms then
+// read their next deliveries from the outbox once).
+const maxTrackedRooms = 100_000
+
+// take places deliveries handed over after their commit (see Handoff). It
+// reports false when it left some to be read from the outbox.
+func (p *pipeline) take(ds []domain.Delivery) bool {
+	if p.probing || time.Now().Before(p.pauseTill) || p.queued+len(ds) > p.d.cfg.Fetch {
+		// Paused: everything held is read again after the pause, fresh (a
+		// delete meanwhile redacts the outbox only). Full: memory stays
+		// bounded by Fetch.
+		return false
+	}
+	if len(p.lastSeq) > maxTrackedRooms {
+		clear(p.lastSeq)
+	}
+	all, placed := true, 0
+	defer func() { p.d.metrics.sources.WithLabelValues("handoff").Add(float64(placed)) }()
+	for _, del := range ds {
+		if _, held := p.known[del.ID]; held {
+			continue // read from the outbox before its handoff came
+		}
+		if del.RoomID != "" {
+			if last, ok := p.lastSeq[del.RoomID]; !ok || last != del.Seq-1 {
+				all = false // the room's earlier deliveries may be unread
+				continue
+			}
+			p.lastSeq[del.RoomID] = del.Seq
+		}
+		if del.TooLarge {
+			continue // parked as it was written
+		}
+		p.place(del)
+		placed++
+	}
+	return all
+}
+
+// place queues a delivery in its lane (or with the multi-channel ones).
+func (p *pipeline) place(del domain.Delivery) {
+	p.known[del.ID] = struct{}{}
+	p.queued++
+	if len(del.Channels) > 1 {
+		p.multi = append(p.multi, del)
+		return
+	}
+	key := del.RoomID
+	if key == "" {
+		key = fmt.Sprintf("#%d", del.ID) // a notification: no order to keep
+	}
+	l := p.lanes[key]
+	if l == nil {
+		l = &lane{key: key}
+		p.lanes[key] = l
+	}
+	l.queue = append(l.queue, del)
+	p.makeReady(l)
 }
 
 func (p *pipeline) makeReady(l *lane) {
@@ -605,6 +711,7 @@ func (p *pipeline) dropQueued() {
 		delete(p.known, del.ID)
 	}
 	p.ready, p.multi, p.queued = nil, nil, 0
+	clear(p.lastSeq) // what was dropped is unread again
 }
 
 func laneKey(del domain.Delivery) string {

@@ -12,6 +12,7 @@ type dispatcherMetrics struct {
 	batchSize   prometheus.Histogram
 	latency     prometheus.Histogram
 	purged      prometheus.Counter
+	sources     *prometheus.CounterVec
 }
 
 func newDispatcherMetrics(reg prometheus.Registerer) *dispatcherMetrics {
@@ -55,12 +56,19 @@ func newDispatcherMetrics(reg prometheus.Registerer) *dispatcherMetrics {
 			Name: "roomcast_deliveries_purged_total",
 			Help: "Delivered outbox rows deleted after their retention.",
 		}),
+		sources: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_dispatcher_deliveries_total",
+			Help: "Deliveries the dispatcher took up, by how: handoff (handed over by this process's projector right after the commit) or read (read from the outbox: committed by another process, or handed over when they could not be placed in order).",
+		}, []string{"source"}),
+	}
+	for _, source := range []string{"handoff", "read"} {
+		m.sources.WithLabelValues(source)
 	}
 	for _, endpoint := range []string{"batch_events", "events"} {
 		m.calls.WithLabelValues(endpoint, "200")
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.callSeconds, m.inFlight, m.held, m.delivered, m.parked, m.batchSize, m.latency, m.purged)
+		reg.MustRegister(m.calls, m.callSeconds, m.inFlight, m.held, m.delivered, m.parked, m.batchSize, m.latency, m.purged, m.sources)
 	}
 	return m
 }

@@ -55,8 +55,11 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention,
 		Logger: log.With(slog.String("component", "dispatcher")), Registerer: reg,
 	})
-	// After a commit that owes deliveries: wake this process's dispatcher, and
-	// when another process leads, tell it through Postgres (coalesced).
+	// A batch's deliveries go straight to this process's dispatcher when it
+	// leads (it then need not read them back). After any other commit that
+	// owes deliveries: wake this process's dispatcher, and when another
+	// process leads, tell it through Postgres (coalesced).
+	projector.HandOffDeliveries(dispatcher.Handoff)
 	notify := make(chan struct{}, 1)
 	projector.OnDeliveriesOwed(func() {
 		dispatcher.Wake()
