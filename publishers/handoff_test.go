@@ -206,3 +206,43 @@ func seqRange(from, to int) []int {
 	}
 	return s
 }
+
+// Under a stream of batches over many rooms, each Pusher call returns its
+// rooms' lanes at its own time; the dispatcher waits a moment (while other
+// calls are in flight) for a call to fill up instead of sending the few
+// events just freed. Calls then carry close to Pusher's 10 events.
+func TestCallsFillUpUnderAStream(t *testing.T) {
+	t.Parallel()
+	f := newIdleFixture(t)
+	f.useHandoff(dispatcherConfig)
+	f.srv.SetLatency(20 * time.Millisecond)
+	f.start()
+	const rooms, rounds, perRound = 40, 30, 2
+	for r := range rounds {
+		var es []*chattest.Event
+		for room := range rooms {
+			for i := range perRound {
+				es = append(es, chattest.MessageCreated(fmt.Sprintf("room-%d", room), fmt.Sprintf("m-%d-%d-%d", room, r, i), "hi"))
+			}
+		}
+		f.projectBatch(es...)
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.waitEvents(rooms * rounds * perRound)
+	f.waitSettled()
+	calls := f.calls("batch_events")
+	events := 0
+	for _, c := range calls {
+		events += c.Events
+	}
+	perCall := float64(events) / float64(len(calls))
+	t.Logf("%d events in %d batch calls: %.1f per call", events, len(calls), perCall)
+	if perCall < 9 {
+		t.Errorf("%d events in %d batch calls: %.1f per call, want at least 9", events, len(calls), perCall)
+	}
+	for room := range rooms {
+		if got, want := seqsOn(t, f.srv, fmt.Sprintf("room-%d", room)), seqRange(1, rounds*perRound); !slices.Equal(got, want) {
+			t.Errorf("room-%d: seqs %v, want %v", room, got, want)
+		}
+	}
+}
