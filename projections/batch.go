@@ -44,11 +44,22 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 	if err := b.prepare(); err != nil {
 		return nil, err
 	}
-	err := transaction(ctx, p.db, func(tx *gorm.DB, cp copyFunc) error {
-		b.reset()
-		b.copy = cp
-		return b.run(tx)
-	})
+	project := func() error {
+		return transaction(ctx, p.db, func(tx *gorm.DB, cp copyFunc) error {
+			b.reset()
+			b.copy = cp
+			return b.run(tx)
+		})
+	}
+	b.optimistic = time.Now().UnixNano() >= p.lookUpUntil.Load()
+	err := project()
+	if b.optimistic && errors.Is(err, errClaimedMeanwhile) {
+		// An id of the batch is stored: redeliveries (a restart, a
+		// rebalance) come in runs, so look ids up for a while.
+		p.lookUpUntil.Store(time.Now().Add(lookUpAfterStored).UnixNano())
+		b.optimistic = false
+		err = project()
+	}
 	if err != nil {
 		for _, it := range items {
 			p.metrics.failures.WithLabelValues(string(it.Env.Type)).Inc()
@@ -86,6 +97,14 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 	return results, nil
 }
 
+// lookUpAfterStored is how long batches look their ids up in events before
+// they are written, once a batch met a stored one. In between, a batch's ids
+// are taken to be new, and the primary key of events catches one that is
+// not: the lookup (one index probe per event) was ~8% of Postgres's
+// statement time under a backlog, and ids are seldom stored already but in
+// runs (the redeliveries after a restart or a rebalance, a replay).
+const lookUpAfterStored = time.Minute
+
 // deliveriesOwed hands a committed batch's deliveries to the dispatcher, or
 // tells it to read the outbox.
 func (p *Projector) deliveriesOwed(b *batch) {
@@ -122,6 +141,12 @@ type batch struct {
 	// copy writes rows with COPY on the transaction's connection; nil for
 	// read-model rebuilds, which write neither events nor deliveries.
 	copy copyFunc
+
+	// optimistic skips looking the batch's ids up in events: they are taken
+	// to be new, and one that is stored fails the copy into events on its
+	// primary key (errClaimedMeanwhile), after which the batch runs again
+	// with the lookup. Set by ProjectBatch (see lookUpAfterStored).
+	optimistic bool
 
 	// Reset at every attempt of the transaction:
 	owed      []domain.Delivery
@@ -195,8 +220,9 @@ func (b *batch) reset() {
 }
 
 func (b *batch) run(tx *gorm.DB) error {
-	if b.readModelsOnly {
-		// Nothing is stored for the read models being built: every item is new.
+	if b.readModelsOnly || b.optimistic {
+		// Nothing is stored for the read models being built: every item is
+		// new. Optimistic: every item is taken to be new (see batch.optimistic).
 	} else if err := b.lookupStored(tx); err != nil {
 		return err
 	}
@@ -228,10 +254,10 @@ func (b *batch) run(tx *gorm.DB) error {
 	return b.write(tx)
 }
 
-// errClaimedMeanwhile reports that another transaction recorded one of the
-// batch's event ids after it was looked up (two consumers during a
-// rebalance). The batch is rolled back and retried; the retry sees the id as
-// stored.
+// errClaimedMeanwhile reports that one of the batch's event ids is stored:
+// another transaction recorded it after it was looked up (two consumers
+// during a rebalance), or the batch did not look it up (optimistic). The
+// batch is rolled back and retried; the retry sees the id as stored.
 var errClaimedMeanwhile = errors.New("an event of the batch was recorded concurrently; retrying")
 
 // lookupStored reads the fingerprints of the batch's ids that are already stored.

@@ -199,39 +199,65 @@ func TestConcurrentBatchesApplyAnEventOnce(t *testing.T) {
 	}
 }
 
-// A batch that looked an id up as new, and then finds it recorded by a
-// transaction that committed meanwhile (two consumers during a rebalance),
-// fails as a whole with a transient error, and its retry sees the id as
-// stored: nothing is applied twice.
+// A batch that takes an id for new and then finds it recorded by a
+// transaction that committed meanwhile (two consumers during a rebalance)
+// fails on the primary key of events and is retried: nothing is applied
+// twice, and the rival's payload stands. A batch that skipped the lookup
+// (the first ones, optimistic) retries at once with it, and batches then look
+// ids up for a while; a batch that looked the id up fails as a whole with a
+// transient error, and its retry (the worker's) sees the id as stored.
 func TestBatchLosingTheRaceForAnIDFailsAndIsRetried(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	e := chattest.MessageCreated("r-race", "m-race", "hello")
-	other := chattest.MessageCreated("r-race", "m-other", "first")
-	items := []projections.Item{{Env: other.Envelope(t), Src: noKafka}, {Env: e.Envelope(t), Src: noKafka}}
+	race := func(name string) (e, other *chattest.Event, items []projections.Item, err error) {
+		e = chattest.MessageCreated("r-race", "m-race-"+name, "hello")
+		other = chattest.MessageCreated("r-race", "m-other-"+name, "first")
+		items = []projections.Item{{Env: other.Envelope(t), Src: noKafka}, {Env: e.Envelope(t), Src: noKafka}}
+		rival := f.db.Begin()
+		if err := rival.Exec(`INSERT INTO events (id, type, source, data, fingerprint, occurred_at) VALUES (?, ?, '/rival', '{}', 'rival', now())`,
+			e.ID, string(e.Type)).Error; err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.p.ProjectBatch(ctx, items)
+			done <- err
+		}()
+		// The batch's insert (a COPY) waits for the rival's uncommitted key.
+		waitFor(t, "the batch to wait for the rival transaction", func() bool {
+			var n int64
+			f.db.Raw(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'copy "events"%'`).Scan(&n)
+			return n == 1
+		})
+		if err := rival.Commit().Error; err != nil {
+			t.Fatal(err)
+		}
+		return e, other, items, <-done
+	}
+	check := func(name string, e, other *chattest.Event) {
+		t.Helper()
+		if n := f.count("events", "id = ?", other.ID); n != 1 {
+			t.Fatalf("%s: %d rows of the batch's other event, want 1", name, n)
+		}
+		if n := f.count("deliveries", "event_id = ?", e.ID); n != 0 {
+			t.Fatalf("%s: %d deliveries for the id the rival recorded, want 0", name, n)
+		}
+		if n := f.count("messages", "id = ?", "m-race-"+name); n != 0 {
+			t.Fatalf("%s: the message of the id the rival recorded was applied (%d rows)", name, n)
+		}
+	}
 
-	rival := f.db.Begin()
-	if err := rival.Exec(`INSERT INTO events (id, type, source, data, fingerprint, occurred_at) VALUES (?, ?, '/rival', '{}', 'rival', now())`,
-		e.ID, string(e.Type)).Error; err != nil {
-		t.Fatal(err)
+	// Optimistic: the copy fails on the key, the batch retries with the lookup.
+	e, other, _, err := race("optimistic")
+	if err != nil {
+		t.Fatalf("optimistic batch that lost the race: %v, want it retried with the lookup", err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := f.p.ProjectBatch(ctx, items)
-		done <- err
-	}()
-	// The batch's insert (a COPY) waits for the rival's uncommitted key.
-	waitFor(t, "the batch to wait for the rival transaction", func() bool {
-		var n int64
-		f.db.Raw(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'copy "events"%'`).Scan(&n)
-		return n == 1
-	})
-	if err := rival.Commit().Error; err != nil {
-		t.Fatal(err)
-	}
-	err := <-done
+	check("optimistic", e, other)
+
+	// Batches now look ids up: the lookup misses the uncommitted rival.
+	e, other, items, err := race("looked-up")
 	if err == nil || !strings.Contains(err.Error(), "recorded concurrently") {
-		t.Fatalf("batch that lost the race: error %v, want the transient 'recorded concurrently'", err)
+		t.Fatalf("batch that looked the id up and lost the race: error %v, want the transient 'recorded concurrently'", err)
 	}
 	if n := f.count("events", "id = ?", other.ID); n != 0 {
 		t.Fatalf("the failed batch left %d rows of its other event", n)
@@ -243,12 +269,7 @@ func TestBatchLosingTheRaceForAnIDFailsAndIsRetried(t *testing.T) {
 	if results[0].Outcome != projections.Applied || results[1].Outcome != projections.Conflict {
 		t.Fatalf("retry outcomes %v, %v; want applied, conflict (the rival's payload stands)", results[0].Outcome, results[1].Outcome)
 	}
-	if n := f.count("deliveries", "event_id = ?", e.ID); n != 0 {
-		t.Fatalf("%d deliveries for the id the rival recorded, want 0", n)
-	}
-	if n := f.count("messages", "id = ?", "m-race"); n != 0 {
-		t.Fatalf("the message of the id the rival recorded was applied (%d rows)", n)
-	}
+	check("looked-up", e, other)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

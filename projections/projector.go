@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +68,8 @@ type Projector struct {
 	metrics *projectorMetrics
 	owed    func()
 	handoff func([]domain.Delivery) bool
+
+	lookUpUntil atomic.Int64 // unix ns: until then batches look their ids up first (see lookUpAfterStored)
 }
 
 // NewProjector returns a Projector writing to db. Its metrics are registered
