@@ -313,8 +313,14 @@ func (b *batch) record(tx *gorm.DB) error {
 	// to catch that rare case. Rows go in the order of ids (the batch's
 	// order), and so get their positions in it.
 	err := b.copy(tx.Statement.Context, "events",
-		[]string{"id", "type", "source", "subject", "room_id", "seq", "data", "fingerprint", "occurred_at", "kafka_partition", "kafka_offset"},
+		[]string{"id", "type", "source", "subject", "room_id", "seq", "data", "fingerprint", "occurred_at", "kafka_partition", "kafka_offset", "delivery_id"},
 		func(w *copyWriter) {
+			delivery := make(map[string]int64, len(b.owed))
+			for _, d := range b.owed {
+				if d.RoomID != "" && d.ID != 0 {
+					delivery[d.EventID] = d.ID // a room event owes one delivery at most
+				}
+			}
 			for _, id := range ids {
 				i := b.standing[id]
 				it := b.items[i]
@@ -337,6 +343,11 @@ func (b *batch) record(tx *gorm.DB) error {
 					w.int8(it.Src.Offset)
 				} else {
 					w.null()
+					w.null()
+				}
+				if d, ok := delivery[id]; ok {
+					w.int8(d)
+				} else {
 					w.null()
 				}
 			}
@@ -546,6 +557,12 @@ func (b *batch) write(tx *gorm.DB) error {
 		}
 		return nil
 	}
+	if !b.readModelsOnly && !b.silent && len(b.owed) > 0 {
+		// Ids first: a room event's row names its delivery.
+		if err := reserveDeliveryIDs(tx, b.owed); err != nil {
+			return err
+		}
+	}
 	if b.readModelsOnly {
 		// The events are not recorded again.
 	} else if err := b.record(tx); err != nil {
@@ -709,9 +726,6 @@ func (b *batch) write(tx *gorm.DB) error {
 		}
 	}
 	if !b.silent && len(b.owed) > 0 {
-		if err := reserveDeliveryIDs(tx, b.owed); err != nil {
-			return err
-		}
 		if err := copyDeliveries(tx.Statement.Context, b.copy, b.owed); err != nil {
 			return err
 		}
@@ -724,9 +738,7 @@ func (b *batch) write(tx *gorm.DB) error {
 			WHERE e.id = x.id`, arr(b.deletedM)); err != nil {
 			return err
 		}
-		if err := exec("redact pending deliveries", `UPDATE deliveries AS d SET data = ((d.data::jsonb || '{"content": ""}') - 'truncated')::text
-			FROM (SELECT unnest(m.event_ids) AS id FROM messages m WHERE m.id = ANY(?::text[])) AS x
-			WHERE d.event_id = x.id AND d.delivered_at IS NULL`, arr(b.deletedM)); err != nil {
+		if err := redactPendingDeliveries(tx, b.deletedM); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ const (
 	MarkDeliveredSQL     = markDeliveredSQL
 	MarkDeliveredKeepSQL = markDeliveredKeepSQL
 	RecordFailureSQL     = recordFailureSQL
+	RedactDeliveriesSQL  = redactDeliveriesSQL
 )
 
 func IDArray(ids []int64) any { return arr(ids) }

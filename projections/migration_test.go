@@ -13,10 +13,12 @@ import (
 	"github.com/roomcast/roomcast/projections"
 )
 
-// Migration 00005 replaces the events_message index with messages.event_ids.
-// A database migrated from before it keeps its deletes complete: the upgrade
-// lists each existing message's stored creates and edits (in the order
-// recorded), and a later delete redacts them all.
+// Migration 00005 replaces the events_message index with messages.event_ids,
+// and 00007 the deliveries_undelivered_event index with events.delivery_id.
+// A database migrated from before them keeps its deletes complete: the
+// upgrade lists each existing message's stored creates and edits (in the
+// order recorded) and links each owed delivery to its event, and a later
+// delete redacts them all.
 func TestUpgradeListsExistingMessageEvents(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -36,7 +38,7 @@ func TestUpgradeListsExistingMessageEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Back to before 00005 (the index back, the lists gone), then up again.
-	for _, want := range []int64{6, 5} {
+	for _, want := range []int64{7, 6, 5} {
 		if v, err := m.Down(ctx); err != nil || v != want {
 			t.Fatalf("down: version %d, %v; want %05d rolled back", v, err, want)
 		}
@@ -71,6 +73,20 @@ func TestUpgradeListsExistingMessageEvents(t *testing.T) {
 	for _, e := range []*chattest.Event{create, edit, again} {
 		if ev := f.event(e.ID); strings.Contains(ev.Data, "secret") {
 			t.Errorf("event %s stored before the upgrade keeps deleted text: %s", ev.Type, ev.Data)
+		}
+	}
+	// Migration 00007 linked the owed deliveries to their events (they were
+	// written before it): the delete redacted them too.
+	var owed []struct{ EventID, Data string }
+	if err := f.db.Raw(`SELECT event_id, data FROM deliveries WHERE event_id IN (?, ?)`, create.ID, edit.ID).Scan(&owed).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(owed) != 2 {
+		t.Fatalf("%d deliveries of m1's create and edit, want 2", len(owed))
+	}
+	for _, d := range owed {
+		if strings.Contains(d.Data, "secret") {
+			t.Errorf("delivery of %s owed before the upgrade keeps deleted text: %s", d.EventID, d.Data)
 		}
 	}
 	if ev := f.event(other.ID); !strings.Contains(ev.Data, "keep me") {

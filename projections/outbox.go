@@ -169,8 +169,9 @@ func (o *Outbox) PendingExcept(ctx context.Context, limit int, exclude []int64) 
 
 // The statements that change deliveries by id. None of them says "delivered_at
 // IS NULL" in its WHERE clause, though each acts only on undelivered rows:
-// that condition matches the partial index deliveries_undelivered_event, and
-// while the table's statistics are missing or stale (it churns faster than
+// that condition matched the partial index deliveries_undelivered_event
+// (dropped since, migration 00007; a future partial index on that condition
+// would bring the trap back), and while the table's statistics are missing or stale (it churns faster than
 // autoanalyze runs, and without statistics "IS NULL" is guessed to match 0.5%
 // of rows) the planner read that whole index, dead entries and all, and
 // hash-joined the ids: ~15 ms a call under load, a quarter of Postgres's

@@ -303,14 +303,36 @@ func redactMessage(tx *gorm.DB, e domain.MessageDeleted) error {
 		e.MessageID).Error; err != nil {
 		return fmt.Errorf("redact events: %w", err)
 	}
-	if err := tx.Exec(`UPDATE deliveries AS d SET data = ((d.data::jsonb || '{"content": ""}') - 'truncated')::text
-		FROM (SELECT unnest(event_ids) AS id FROM messages WHERE id = ?) AS x
-		WHERE d.event_id = x.id AND d.delivered_at IS NULL`,
-		e.MessageID).Error; err != nil {
+	return redactPendingDeliveries(tx, []string{e.MessageID})
+}
+
+// redactPendingDeliveries blanks the text of the deliveries Pusher has not
+// accepted yet of the listed messages' events: from each message's event_ids
+// to the events' delivery_id, by primary-key probes only (a lateral subquery
+// with LIMIT is never turned into a scan), then the deliveries by primary key
+// (TestOutboxStatementsProbeThePrimaryKey holds redactDeliveriesSQL to it).
+func redactPendingDeliveries(tx *gorm.DB, messageIDs []string) error {
+	var ids []int64
+	if err := scanRaw(tx.Raw(`SELECT e.delivery_id FROM unnest(?::text[]) AS mid(id)
+		CROSS JOIN LATERAL (SELECT event_ids FROM messages WHERE id = mid.id LIMIT 1) AS m
+		CROSS JOIN LATERAL unnest(m.event_ids) AS x(id)
+		CROSS JOIN LATERAL (SELECT delivery_id FROM events WHERE id = x.id LIMIT 1) AS e
+		WHERE e.delivery_id IS NOT NULL`, arr(messageIDs)), &ids); err != nil {
+		return fmt.Errorf("find pending deliveries to redact: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := tx.Exec(redactDeliveriesSQL, arr(ids)).Error; err != nil {
 		return fmt.Errorf("redact pending deliveries: %w", err)
 	}
 	return nil
 }
+
+// redactDeliveriesSQL blanks the text of the deliveries with these ids that
+// Pusher has not accepted yet (a truncated one's flag goes too).
+const redactDeliveriesSQL = `UPDATE deliveries AS d SET data = ((d.data::jsonb || '{"content": ""}') - 'truncated')::text
+	FROM unnest(?::bigint[]) AS u(id) WHERE d.id = u.id AND d.delivered_at IS NULL`
 
 const tooLargeReason = "payload exceeds Pusher's 10 KB data limit even with its text emptied"
 
@@ -403,7 +425,11 @@ func insertDeliveries(tx *gorm.DB, ds []domain.Delivery) error {
 	// One array per column, whatever the number of rows: a few parameters
 	// to encode and one statement to plan. A row's channels travel as one
 	// newline-separated text (channel names never hold a newline).
+	if err := reserveDeliveryIDs(tx, ds); err != nil {
+		return err
+	}
 	n := len(ds)
+	ids := make([]int64, n)
 	eventIDs, names, data := make([]string, n), make([]string, n), make([]string, n)
 	roomIDs, socketIDs, parkedReasons := make([]*string, n), make([]*string, n), make([]*string, n)
 	seqs := make([]*int64, n)
@@ -413,7 +439,7 @@ func insertDeliveries(tx *gorm.DB, ds []domain.Delivery) error {
 	now := time.Now().UTC()
 	reason := tooLargeReason
 	for i, d := range ds {
-		eventIDs[i], names[i], data[i], truncated[i] = d.EventID, d.Name, d.Data, d.Truncated
+		ids[i], eventIDs[i], names[i], data[i], truncated[i] = d.ID, d.EventID, d.Name, d.Data, d.Truncated
 		channels[i] = strings.Join(d.Channels, "\n")
 		if d.RoomID != "" {
 			roomIDs[i] = &ds[i].RoomID
@@ -428,13 +454,21 @@ func insertDeliveries(tx *gorm.DB, ds []domain.Delivery) error {
 			parkedAt[i], parkedReasons[i] = &now, &reason
 		}
 	}
-	err := tx.Exec(`INSERT INTO deliveries (event_id, room_id, seq, channels, name, data, socket_id, truncated, parked_at, parked_reason)
-		SELECT e, r, s, string_to_array(c, E'\n'), n, d, so, t, pa, pr
-		FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::timestamptz[], ?::text[])
-			AS u(e, r, s, c, n, d, so, t, pa, pr)`,
-		arr(eventIDs), arr(roomIDs), arr(seqs), arr(channels), arr(names), arr(data), arr(socketIDs), arr(truncated), arr(parkedAt), arr(parkedReasons)).Error
+	err := tx.Exec(`INSERT INTO deliveries (id, event_id, room_id, seq, channels, name, data, socket_id, truncated, parked_at, parked_reason)
+		SELECT i, e, r, s, string_to_array(c, E'\n'), n, d, so, t, pa, pr
+		FROM unnest(?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[], ?::timestamptz[], ?::text[])
+			AS u(i, e, r, s, c, n, d, so, t, pa, pr)`,
+		arr(ids), arr(eventIDs), arr(roomIDs), arr(seqs), arr(channels), arr(names), arr(data), arr(socketIDs), arr(truncated), arr(parkedAt), arr(parkedReasons)).Error
 	if err != nil {
 		return fmt.Errorf("insert deliveries: %w", err)
+	}
+	// A room event names its delivery (what deleting its message redacts).
+	for _, d := range ds {
+		if d.RoomID != "" {
+			if err := tx.Exec(`UPDATE events SET delivery_id = ? WHERE id = ?`, d.ID, d.EventID).Error; err != nil {
+				return fmt.Errorf("link event to its delivery: %w", err)
+			}
+		}
 	}
 	// No NOTIFY here: Postgres serialises the commits of notifying
 	// transactions behind one global lock held through the WAL flush, which

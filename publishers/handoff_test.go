@@ -84,6 +84,7 @@ func TestHandoffSkipsReadingTheOutbox(t *testing.T) {
 	cfg.PollInterval = time.Hour // nothing but a wake or a handoff makes it read
 	o := f.useHandoff(cfg)
 	f.start()
+	f.eventually("the dispatcher's first read", func() bool { return o.reads.Load() > 0 })
 	rooms := []string{"room-a", "room-b", "room-c"}
 	// The first batch of each room is read from the outbox: the dispatcher
 	// has seen nothing of the room yet, so an earlier delivery of it could
@@ -108,10 +109,12 @@ func TestHandoffSkipsReadingTheOutbox(t *testing.T) {
 	if n := len(f.srv.EventsOn("private-user-u-1")); n != 10 {
 		t.Errorf("user u-1 got %d notifications, want 10", n)
 	}
-	// 160 deliveries were owed; the first batch's 15 room ones (and perhaps
-	// its notification) were read back.
-	if read := o.read.Load(); read > 16 {
-		t.Errorf("the dispatcher read %d deliveries from the outbox, want at most the first batch's 16", read)
+	// 160 deliveries were owed; the first batch's 15 room ones were read
+	// back. A call that fails (a kept-alive connection the fake closed, say)
+	// makes the dispatcher forget what it holds and read it again, so allow
+	// for two more batches' worth; without handoffs all 160 are read.
+	if read := o.read.Load(); read > 3*16 {
+		t.Errorf("the dispatcher read %d deliveries from the outbox, want at most 48 (the first batch's 15, and a failed call's re-read)", read)
 	}
 }
 
