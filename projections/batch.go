@@ -53,10 +53,11 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 	}
 	b.optimistic = time.Now().UnixNano() >= p.lookUpUntil.Load()
 	err := project()
-	if b.optimistic && errors.Is(err, errClaimedMeanwhile) {
-		// An id of the batch is stored: redeliveries (a restart, a
-		// rebalance) come in runs, so look ids up for a while.
-		p.lookUpUntil.Store(time.Now().Add(lookUpAfterStored).UnixNano())
+	if b.optimistic && (errors.Is(err, errClaimedMeanwhile) || errors.Is(err, errMessageExists)) {
+		// An id of the batch is stored, or a message it created exists:
+		// redeliveries (a restart, a rebalance) and repeated creates come
+		// in runs, so look them up for a while.
+		p.lookUpUntil.Store(time.Now().Add(p.lookUpFor).UnixNano())
 		b.optimistic = false
 		err = project()
 	}
@@ -142,10 +143,11 @@ type batch struct {
 	// read-model rebuilds, which write neither events nor deliveries.
 	copy copyFunc
 
-	// optimistic skips looking the batch's ids up in events: they are taken
-	// to be new, and one that is stored fails the copy into events on its
-	// primary key (errClaimedMeanwhile), after which the batch runs again
-	// with the lookup. Set by ProjectBatch (see lookUpAfterStored).
+	// optimistic skips looking the batch's ids up in events, and the
+	// messages it creates up in messages: they are taken to be new, and one
+	// that is not fails the copy on its primary key (errClaimedMeanwhile,
+	// errMessageExists), after which the batch runs again with the lookups.
+	// Set by ProjectBatch (see lookUpAfterStored).
 	optimistic bool
 
 	// Reset at every attempt of the transaction:
@@ -259,6 +261,11 @@ func (b *batch) run(tx *gorm.DB) error {
 // during a rebalance), or the batch did not look it up (optimistic). The
 // batch is rolled back and retried; the retry sees the id as stored.
 var errClaimedMeanwhile = errors.New("an event of the batch was recorded concurrently; retrying")
+
+// errMessageExists reports that a message an optimistic batch created
+// exists already (a second create of its id). The batch is rolled back and
+// run again with the lookups, which see it.
+var errMessageExists = errors.New("a message the batch created exists already; retrying")
 
 // lookupStored reads the fingerprints of the batch's ids that are already stored.
 func (b *batch) lookupStored(tx *gorm.DB) error {
@@ -375,7 +382,10 @@ func (b *batch) load(tx *gorm.DB) error {
 		}
 		switch e := it.Env.Event.(type) {
 		case domain.MessageCreated:
-			roomSet[e.RoomID], msgSet[e.MessageID] = true, true
+			// Optimistic: a created message is taken to be new (an edit
+			// or delete of it in the batch still reads it), and one that
+			// exists fails the copy into messages (errMessageExists).
+			roomSet[e.RoomID], msgSet[e.MessageID] = true, msgSet[e.MessageID] || !b.optimistic
 		case domain.MessageEdited:
 			roomSet[e.RoomID], msgSet[e.MessageID] = true, true
 		case domain.MessageDeleted:
@@ -400,6 +410,11 @@ func (b *batch) load(tx *gorm.DB) error {
 		}
 		for _, r := range locked {
 			b.rooms[r.RoomID] = r.LastSeq
+		}
+	}
+	for id, read := range msgSet {
+		if !read {
+			delete(msgSet, id)
 		}
 	}
 	if len(msgSet) > 0 {
@@ -637,6 +652,9 @@ func (b *batch) write(tx *gorm.DB) error {
 					w.textArray(m.eventIDs)
 				}
 			})
+		if pgErr := (*pgconn.PgError)(nil); b.optimistic && errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ && pgErr.ConstraintName == "messages_pkey" {
+			return errMessageExists
+		}
 		if err != nil {
 			return fmt.Errorf("insert messages: %w", err)
 		}

@@ -78,6 +78,11 @@ func TestBatchEqualsOneByOne(t *testing.T) {
 			}
 
 			batched := newFixture(t)
+			if seed%2 == 0 {
+				// Every batch optimistic: each one that meets a stored id or
+				// an existing message runs again with the lookups.
+				projections.SetLookUpFor(batched.p, 0)
+			}
 			rng := rand.New(rand.NewPCG(seed, 99))
 			var got []outcome
 			for start := 0; start < len(events); {
@@ -110,6 +115,7 @@ func TestBatchEqualsOneByOne(t *testing.T) {
 				{"rooms", `SELECT room_id, last_seq FROM rooms WHERE last_seq > 0 ORDER BY room_id`},
 				{"events", `SELECT id, type, room_id, seq, data::text, fingerprint, occurred_at FROM events ORDER BY id`},
 				{"deliveries", `SELECT event_id, room_id, seq, channels::text, name, data, socket_id, truncated, parked_reason FROM deliveries ORDER BY id`},
+				{"events' deliveries", `SELECT e.id, d.event_id FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id ORDER BY e.id`},
 			} {
 				a, b := dump(t, one.db, q.sql), dump(t, batched.db, q.sql)
 				if !reflect.DeepEqual(a, b) {

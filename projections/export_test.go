@@ -1,5 +1,7 @@
 package projections
 
+import "time"
+
 // Exported for the external tests: the outbox statements whose plans
 // TestOutboxStatementsProbeThePrimaryKey checks, and arr to bind their ids.
 const (
@@ -10,3 +12,8 @@ const (
 )
 
 func IDArray(ids []int64) any { return arr(ids) }
+
+// SetLookUpFor sets how long p's batches look ids and created messages up
+// after meeting a stored one (lookUpAfterStored); 0 keeps every batch
+// optimistic.
+func SetLookUpFor(p *Projector, d time.Duration) { p.lookUpFor = d }

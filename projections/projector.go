@@ -70,6 +70,7 @@ type Projector struct {
 	handoff func([]domain.Delivery) bool
 
 	lookUpUntil atomic.Int64 // unix ns: until then batches look their ids up first (see lookUpAfterStored)
+	lookUpFor   time.Duration
 }
 
 // NewProjector returns a Projector writing to db. Its metrics are registered
@@ -78,7 +79,7 @@ func NewProjector(db *gorm.DB, log *slog.Logger, reg prometheus.Registerer) *Pro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Projector{db: db, log: log, metrics: newProjectorMetrics(reg)}
+	return &Projector{db: db, log: log, metrics: newProjectorMetrics(reg), lookUpFor: lookUpAfterStored}
 }
 
 // OnDeliveriesOwed sets f to be called after every commit that added
