@@ -76,10 +76,12 @@ func Decode(value []byte) (Envelope, error) {
 	// Unmarshal checks the syntax of all of value before it decodes anything.
 	// A valid value that is not an object is then a type error, or a nil map
 	// (null).
+	arena := getMembersArena()
+	defer putMembersArena(arena)
 	var top objectMembers
 	ok := false
 	if json.Valid(value) {
-		top, ok = splitObject(value)
+		top, ok = splitObject(value, arena)
 	}
 	if !ok {
 		// Not an object: encoding/json says why.
@@ -94,7 +96,7 @@ func Decode(value []byte) (Envelope, error) {
 	}
 
 	var firstErr error
-	r := &reader{members: top, err: &firstErr}
+	r := &reader{members: top, arena: arena, err: &firstErr}
 	env := Envelope{}
 	if v := r.str("specversion", true); firstErr == nil && v != specVersion {
 		r.fail("specversion", quote(v), ErrSpecVersion, `want "`+specVersion+`"`)
@@ -230,7 +232,8 @@ func knownType(t string) bool {
 type reader struct {
 	raw     []byte // the object itself
 	members objectMembers
-	path    string // "data", "data.notification"; "" at the top level
+	arena   *objectMembers // where the members of its objects go (see splitObject)
+	path    string         // "data", "data.notification"; "" at the top level
 	err     *error
 }
 
@@ -408,7 +411,7 @@ func digitsLike(s, pattern string) bool {
 
 // object returns a reader of the required JSON object at key.
 func (r *reader) object(key string) *reader {
-	sub := &reader{path: r.field(key), err: r.err}
+	sub := &reader{path: r.field(key), arena: r.arena, err: r.err}
 	if *r.err != nil {
 		return sub
 	}
@@ -422,8 +425,8 @@ func (r *reader) object(key string) *reader {
 		return sub
 	}
 	sub.raw = raw
-	members, ok := splitObject(raw) // raw is valid JSON: Decode checked all of it
-	if !ok {                        // cannot happen: raw starts with '{'
+	members, ok := splitObject(raw, r.arena) // raw is valid JSON: Decode checked all of it
+	if !ok {                                 // cannot happen: raw starts with '{'
 		r.fail(sub.path, "", ErrInvalidField, "not a JSON object")
 	}
 	sub.members = members
