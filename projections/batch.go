@@ -777,13 +777,6 @@ func sortedMemberKeys(m map[[2]string]*memberState) [][2]string {
 	return keys
 }
 
-func ptr(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
 // arr passes xs as one Postgres array parameter, encoded by pgx itself
 // (GORM would expand a plain slice into a list of placeholders).
 func arr[T any](xs []T) pgtype.Array[T] {

@@ -162,15 +162,15 @@ func transaction(ctx context.Context, db *gorm.DB, f func(tx *gorm.DB, cp copyFu
 		}
 		cp := func(ctx context.Context, table string, columns []string, rows func(w *copyWriter)) error {
 			w := newCopyWriter(len(columns))
-			defer w.release()
 			rows(w)
 			stream, err := w.finish()
 			if err != nil {
+				w.release()
 				return err
 			}
 			// The transaction is open on this connection; Raw lends its
 			// driver connection between the transaction's statements.
-			return conn.Raw(func(dc any) error {
+			err = conn.Raw(func(dc any) error {
 				sc, ok := dc.(*stdlib.Conn)
 				if !ok {
 					return fmt.Errorf("COPY needs pgx's database/sql driver, not %T", dc)
@@ -178,6 +178,14 @@ func transaction(ctx context.Context, db *gorm.DB, f func(tx *gorm.DB, cp copyFu
 				_, err := sc.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(stream), copySQL(table, columns))
 				return err
 			})
+			if err == nil {
+				// Only a copy that succeeded is sure to be done with the
+				// stream: when the connection fails, PgConn.CopyFrom returns
+				// while its goroutine may still be reading it, so the buffer
+				// is then left to the collector rather than reused.
+				w.release()
+			}
+			return err
 		}
 		return c.Transaction(func(tx *gorm.DB) error { return f(tx, cp) })
 	}
