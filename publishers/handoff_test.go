@@ -43,6 +43,20 @@ func (f *fixture) useHandoff(cfg publishers.DispatcherConfig) *countingOutbox {
 	return o
 }
 
+// newHandoffFixture returns a running fixture whose dispatcher is handed
+// the batches' deliveries and reads the outbox only when woken (no polls),
+// once its first read is done.
+func newHandoffFixture(t *testing.T) (*fixture, *countingOutbox) {
+	t.Helper()
+	f := newIdleFixture(t)
+	cfg := dispatcherConfig
+	cfg.PollInterval = time.Hour
+	o := f.useHandoff(cfg)
+	f.start()
+	f.eventually("the dispatcher's first read", func() bool { return o.reads.Load() > 0 })
+	return f, o
+}
+
 // projectBatch projects es in one batch and fails the test when any fails.
 func (f *fixture) projectBatch(es ...*chattest.Event) {
 	f.t.Helper()
@@ -79,12 +93,7 @@ func seqsOn(t *testing.T, srv *fakepusher.Server, room string) []int {
 // from the outbox, and the outbox is emptied as usual.
 func TestHandoffSkipsReadingTheOutbox(t *testing.T) {
 	t.Parallel()
-	f := newIdleFixture(t)
-	cfg := dispatcherConfig
-	cfg.PollInterval = time.Hour // nothing but a wake or a handoff makes it read
-	o := f.useHandoff(cfg)
-	f.start()
-	f.eventually("the dispatcher's first read", func() bool { return o.reads.Load() > 0 })
+	f, o := newHandoffFixture(t)
 	rooms := []string{"room-a", "room-b", "room-c"}
 	// The first batch of each room is read from the outbox: the dispatcher
 	// has seen nothing of the room yet, so an earlier delivery of it could
@@ -124,12 +133,7 @@ func TestHandoffSkipsReadingTheOutbox(t *testing.T) {
 // here, so the dispatcher reads the outbox instead.
 func TestHandoffWaitsForUnreadEarlierDeliveries(t *testing.T) {
 	t.Parallel()
-	f := newIdleFixture(t)
-	cfg := dispatcherConfig
-	cfg.PollInterval = time.Hour // nothing but a wake or a handoff makes it read
-	o := f.useHandoff(cfg)
-	f.start()
-	f.eventually("the dispatcher's first read", func() bool { return o.reads.Load() > 0 })
+	f, o := newHandoffFixture(t)
 	// "Another process": a projector that tells this dispatcher nothing.
 	other := projections.NewProjector(f.db, nil, nil)
 	for i := 1; i <= 3; i++ {
