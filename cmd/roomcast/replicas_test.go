@@ -121,7 +121,10 @@ func TestTwoReplicas(t *testing.T) {
 		len(wave1), projected1.Round(time.Millisecond), drained1.Round(time.Millisecond), len(s.pusher.Calls()), procName(leader))
 
 	// ---- wave 2: kill the leader mid-stream ----
-	wave2 := rs.wave(50) // 2000 events
+	// 8000 events: the kill must land while the leader still has some of its
+	// share to project (2000 were all projected within the ~25 ms it takes to
+	// see a quarter of them and kill, once batches got faster).
+	wave2 := rs.wave(200)
 	total := len(wave1) + len(wave2)
 	followerConsumedBefore := ms[follower].sum("roomcast_events_consumed_total")
 	s.produceEvents(wave2...)
