@@ -37,8 +37,9 @@ var errNotCanonicalizable = errors.New("not a single valid JSON value")
 const maxCanonicalDepth = 10000
 
 type canonicalizer struct {
-	raw []byte
-	out []byte
+	raw     []byte
+	out     []byte
+	scratch []byte // a string's decoded contents
 }
 
 type canonicalMember struct {
@@ -220,6 +221,11 @@ func (c *canonicalizer) str(i int, quoted ...byte) (int, error) {
 	}
 	if plainString(quoted[1 : len(quoted)-1]) {
 		c.out = append(c.out, quoted...)
+		return end, nil
+	}
+	if dec, ok := appendUnescaped(c.scratch[:0], quoted[1:len(quoted)-1]); ok && quoted[0] == '"' {
+		c.scratch = dec
+		c.out = appendJSONString(c.out, dec)
 		return end, nil
 	}
 	s, err := unquote(quoted)

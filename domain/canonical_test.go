@@ -94,6 +94,16 @@ func BenchmarkCanonicalJSON(b *testing.B) {
 			}
 		}
 	})
+	// As Go producers write it: json.Marshal escapes <, > and & as \u003c...
+	escaped := bytes.Replace(raw, []byte("Hello everyone,"), []byte(`Hello \u003c3 \u0026 everyone,`), 1)
+	b.Run("CanonicalJSON/HTML-escaped", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := CanonicalJSON(escaped); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("decode+marshal", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The limits of the contract. Lengths are counted in UTF-16 code units, as the
@@ -552,6 +553,10 @@ func stringValue(raw []byte) (s string, kind error, reason string) {
 	}
 	if r, esc := badEscape(raw); r != "" {
 		return "", ErrInvalidField, r + " (" + esc + ")"
+	}
+	if dec, ok := appendUnescaped(make([]byte, 0, len(raw)-2), raw[1:len(raw)-1]); ok && raw[len(raw)-1] == '"' {
+		// dec is new and never written again: the string can share it.
+		return unsafe.String(unsafe.SliceData(dec), len(dec)), nil, ""
 	}
 	if err := json.Unmarshal(raw, &s); err != nil { // cannot happen: raw is a valid string
 		return "", ErrInvalidField, "not a JSON string"

@@ -675,6 +675,10 @@ func BenchmarkDecode(b *testing.B) {
 		"message created":   encode(envelope(domain.TypeMessageCreated, messageCreated())),
 		"user notification": encode(envelope(domain.TypeUserNotification, userNotification())),
 	}
+	// As Go producers write it: json.Marshal escapes <, > and & as \u003c...
+	escaped := messageCreated()
+	escaped["content"] = "hello <3 & see you at 5 > 4"
+	values["message created, HTML-escaped"] = encode(envelope(domain.TypeMessageCreated, escaped))
 	for name, value := range values {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
