@@ -53,6 +53,10 @@ var errBatcherStopped = fmt.Errorf("batcher stopped")
 type batchRequest struct {
 	item projections.Item
 	ctx  context.Context
+	// gone is ctx.Done(), taken once: form looks at every waiting request
+	// each time it runs (~2,300 of them under a backlog), and going through
+	// the message's context chain each time cost ~5% of roomcast's CPU.
+	gone <-chan struct{}
 	turn *turn // its message's place in its key's order, or nil
 	done chan batchAnswer
 }
@@ -78,7 +82,7 @@ func NewBatcher(p BatchProjector, cfg BatcherConfig) *Batcher {
 // committed (or failed). Its error is the event's own rejection (see
 // projections.Result) or the batch's transient failure.
 func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projections.Source) (projections.Outcome, error) {
-	req := &batchRequest{item: projections.Item{Env: env, Src: src}, ctx: ctx, turn: turnFrom(ctx), done: make(chan batchAnswer, 1)}
+	req := &batchRequest{item: projections.Item{Env: env, Src: src}, ctx: ctx, gone: ctx.Done(), turn: turnFrom(ctx), done: make(chan batchAnswer, 1)}
 	select {
 	case b.requests <- req:
 	case <-ctx.Done():
@@ -216,11 +220,13 @@ func (b *Batcher) form(cands []*batchRequest) (batch, blocked, rest []*batchRequ
 		if len(batch) >= b.cfg.MaxBatch {
 			break
 		}
-		if err := r.ctx.Err(); err != nil {
+		select {
+		case <-r.gone:
 			// Its message was given up (rebalance, stop): it comes back.
 			state[i] = taken
-			r.done <- batchAnswer{err: err}
+			r.done <- batchAnswer{err: r.ctx.Err()}
 			continue
+		default:
 		}
 		if p := r.turn.firstPending(); p == nil || in[p] {
 			add(i)
