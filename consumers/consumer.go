@@ -152,7 +152,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		Logger:              logger, // logs each retry with its cause
 	}
 	router.AddConsumerHandler("project", cfg.Topic, subscriber, h.Handle)
-	router.AddMiddleware(poison, retry.Middleware, h.recoverPanics)
+	router.AddMiddleware(poison, retryAfterFailure(retry, logger), h.recoverPanics)
 	return &Consumer{cfg: cfg, router: router, publisher: publisher}, nil
 }
 
