@@ -83,12 +83,18 @@ func NewBatcher(p BatchProjector, cfg BatcherConfig) *Batcher {
 // projections.Result) or the batch's transient failure.
 func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projections.Source) (projections.Outcome, error) {
 	req := &batchRequest{item: projections.Item{Env: env, Src: src}, ctx: ctx, gone: ctx.Done(), turn: turnFrom(ctx), done: make(chan batchAnswer, 1)}
+	// Hand it in without a three-way select when there is room (nearly
+	// always). Once stopped, an event handed in still gets its answer below.
 	select {
 	case b.requests <- req:
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-b.stopped:
-		return 0, errBatcherStopped
+	default:
+		select {
+		case b.requests <- req:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-b.stopped:
+			return 0, errBatcherStopped
+		}
 	}
 	// Every request is answered: once its event is in a running batch, the
 	// handler waits for the commit even if ctx ends meanwhile, so that a

@@ -123,7 +123,7 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	degraded error // set by 401/403/404, cleared by the next accepted call
 
-	unmarked []domain.Delivery // accepted, not marked when a term ended (Run's goroutine only)
+	unmarked []acceptedDelivery // accepted, not marked when a term ended (Run's goroutine only)
 }
 
 // NewDispatcher returns a Dispatcher reading outbox and calling p.
@@ -257,8 +257,8 @@ type pipeline struct {
 	inflight  int
 	sending   int // deliveries in the calls in flight
 	results   chan callResult
-	accepted  []domain.Delivery // accepted by Pusher, to mark
-	marking   []domain.Delivery // being marked now (one update at a time)
+	accepted  []acceptedDelivery // accepted by Pusher, to mark
+	marking   []acceptedDelivery // being marked now (one update at a time)
 	markDone  chan error
 	pauseTill time.Time
 	pausedAt  time.Time
@@ -286,8 +286,8 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 	d.accepting.Store(true)
 	defer d.accepting.Store(false)
 	p.accepted, d.unmarked = d.unmarked, nil
-	for _, del := range p.accepted {
-		p.known[del.ID] = struct{}{}
+	for _, a := range p.accepted {
+		p.known[a.id] = struct{}{}
 	}
 	defer func() { d.unmarked = p.accepted }()
 	settleCtx := context.WithoutCancel(ctx)
@@ -309,8 +309,13 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 		}
 		if !stopping {
 			if fetchDue && p.queued < d.cfg.Fetch/2 && !time.Now().Before(p.pauseTill) {
-				n, err := p.fetch(ctx)
-				fetchDue = err == nil && n > 0 && p.queued < d.cfg.Fetch/2
+				n, full, err := p.fetch(ctx)
+				// A full read leaves more behind: read on as soon as sending
+				// makes room, not at the next poll. Otherwise a dispatcher
+				// that once fell behind its handoffs (every later one of a
+				// room then waits to be read) caught up by one read of Fetch
+				// per poll interval, and ended a backlog seconds late.
+				fetchDue = err == nil && n > 0 && (full || p.queued < d.cfg.Fetch/2)
 				if err != nil && ctx.Err() == nil {
 					d.log.Warn("read the outbox", slog.Any("error", err))
 				}
@@ -414,14 +419,16 @@ const (
 )
 
 // fetch reads pending deliveries the pipeline does not hold yet into their lanes.
-func (p *pipeline) fetch(ctx context.Context) (int, error) {
+// It reports how many it read and whether that was all it asked for.
+func (p *pipeline) fetch(ctx context.Context) (n int, full bool, err error) {
 	exclude := make([]int64, 0, len(p.known))
 	for id := range p.known {
 		exclude = append(exclude, id)
 	}
-	ds, err := p.d.outbox.PendingExcept(ctx, p.d.cfg.Fetch-p.queued, exclude)
+	limit := p.d.cfg.Fetch - p.queued
+	ds, err := p.d.outbox.PendingExcept(ctx, limit, exclude)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	p.d.metrics.sources.WithLabelValues("read").Add(float64(len(ds)))
 	for _, del := range ds {
@@ -432,7 +439,7 @@ func (p *pipeline) fetch(ctx context.Context) (int, error) {
 		}
 		p.place(del)
 	}
-	return len(ds), nil
+	return len(ds), len(ds) >= limit, nil
 }
 
 // maxTrackedRooms bounds lastSeq; past it the map starts over (rooms then
@@ -458,7 +465,8 @@ func (p *pipeline) take(ds []domain.Delivery) bool {
 			continue // read from the outbox before its handoff came
 		}
 		if del.RoomID != "" {
-			if last, ok := p.lastSeq[del.RoomID]; !ok || last != del.Seq-1 {
+			// A room's first delivery (seq 1) has nothing before it.
+			if last, ok := p.lastSeq[del.RoomID]; ok && last != del.Seq-1 || !ok && del.Seq != 1 {
 				all = false // the room's earlier deliveries may be unread
 				continue
 			}
@@ -667,7 +675,9 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		if c.isolated {
 			c.lanes[0].isolate--
 		}
-		p.accepted = append(p.accepted, c.ds...)
+		for _, del := range c.ds {
+			p.accepted = append(p.accepted, acceptedDelivery{id: del.ID, createdAt: del.CreatedAt})
+		}
 		return
 	}
 	kind, status := classify(res.err)
@@ -790,8 +800,8 @@ func (p *pipeline) settle(ctx context.Context) bool {
 	}
 	p.marking, p.accepted = p.accepted, nil
 	ids := make([]int64, len(p.marking))
-	for i, del := range p.marking {
-		ids[i] = del.ID
+	for i, a := range p.marking {
+		ids[i] = a.id
 	}
 	go func() {
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -799,6 +809,13 @@ func (p *pipeline) settle(ctx context.Context) bool {
 		p.markDone <- p.d.outbox.MarkDelivered(mctx, ids)
 	}()
 	return true
+}
+
+// acceptedDelivery is what marking a delivery Pusher accepted needs of it (a
+// Delivery, payload included, is ~10 times the size).
+type acceptedDelivery struct {
+	id        int64
+	createdAt time.Time
 }
 
 // marked settles the outcome of the update settle started.
@@ -812,10 +829,10 @@ func (p *pipeline) marked(err error) {
 		return
 	}
 	now := time.Now()
-	for _, del := range ds {
-		delete(p.known, del.ID)
-		if !del.CreatedAt.IsZero() {
-			p.d.metrics.latency.Observe(now.Sub(del.CreatedAt).Seconds())
+	for _, a := range ds {
+		delete(p.known, a.id)
+		if !a.createdAt.IsZero() {
+			p.d.metrics.latency.Observe(now.Sub(a.createdAt).Seconds())
 		}
 	}
 	p.d.metrics.delivered.Add(float64(len(ds)))

@@ -484,12 +484,13 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 		peakRSSMB:     rss,
 	}
 	b.Logf("%s: %d events projected and delivered in %v: %.0f events/s; %d Pusher calls (%.3f per event) carrying %d events (%d owed); "+
-		"%.0f batches, %.1f events per transaction; peak RSS %.1f MB; CPU per event: roomcast %.0f µs, postgres %.0f µs, benchmark process (Kafka, Pusher fake) %.0f µs",
+		"%.0f batches, %.1f events per transaction; peak RSS %.1f MB; CPU per event: roomcast %.0f µs, postgres %.0f µs, benchmark process (Kafka, Pusher fake) %.0f µs; deliveries handed over %.0f, read back from the outbox %.0f",
 		name, n, elapsed.Round(time.Millisecond), res.eventsPerSec, calls, res.callsPerEvent, received, backlog.pusherEvents,
 		m.sum("roomcast_projection_batch_events_count"),
 		m.sum("roomcast_projection_batch_events_sum")/max(1, m.sum("roomcast_projection_batch_events_count")), rss,
 		(cpuAtEnd["roomcast"]-cpuAtFirst["roomcast"])*1e6/float64(n), (cpuAtEnd["postgres"]-cpuAtFirst["postgres"])*1e6/float64(n),
-		(cpuAtEnd["bench"]-cpuAtFirst["bench"])*1e6/float64(n))
+		(cpuAtEnd["bench"]-cpuAtFirst["bench"])*1e6/float64(n),
+		m.sum("roomcast_dispatcher_deliveries_total", `source="handoff"`), m.sum("roomcast_dispatcher_deliveries_total", `source="read"`))
 	return res
 }
 
