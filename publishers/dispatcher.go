@@ -51,7 +51,9 @@ type DispatcherConfig struct {
 	// BatchEvents is the most events one batch call carries: 10 (default,
 	// Pusher's limit) or fewer; 1 sends one call per event.
 	BatchEvents int
-	// Fetch is how many pending deliveries the dispatcher holds at most (default 5000).
+	// Fetch is how many pending deliveries the dispatcher reads from the
+	// outbox at most, and holds at most for sending (default 5000); handoffs
+	// (see Handoff) may fill that up to twice as much.
 	Fetch int
 	// PollInterval is how often the outbox is read when nothing wakes the
 	// dispatcher, and how often leadership is checked (default 1s).
@@ -446,13 +448,21 @@ func (p *pipeline) fetch(ctx context.Context) (n int, full bool, err error) {
 // read their next deliveries from the outbox once).
 const maxTrackedRooms = 100_000
 
+// handoffHold is how many times Fetch the queue may hold with handoffs. A
+// handoff refused for room sends every later delivery of its rooms to the
+// outbox until it is read, and under a backlog the queue nears Fetch when
+// a few rooms (one call in flight each) hold most of it: with Fetch alone
+// as the bound, some runs of BenchmarkIngest read half their deliveries
+// back from Postgres.
+const handoffHold = 2
+
 // take places deliveries handed over after their commit (see Handoff). It
 // reports false when it left some to be read from the outbox.
 func (p *pipeline) take(ds []domain.Delivery) bool {
-	if p.probing || time.Now().Before(p.pauseTill) || p.queued+len(ds) > p.d.cfg.Fetch {
+	if p.probing || time.Now().Before(p.pauseTill) || p.queued+len(ds) > handoffHold*p.d.cfg.Fetch {
 		// Paused: everything held is read again after the pause, fresh (a
 		// delete meanwhile redacts the outbox only). Full: memory stays
-		// bounded by Fetch.
+		// bounded by handoffHold x Fetch.
 		return false
 	}
 	if len(p.lastSeq) > maxTrackedRooms {

@@ -309,3 +309,43 @@ func TestDispatcherReadsOnWhileTheOutboxHasMore(t *testing.T) {
 		t.Errorf("%d reads of the outbox, want at least %d", n, rooms*perRoom/cfg.Fetch)
 	}
 }
+
+// Handoffs may fill the queue up to twice Fetch: under a backlog the queue
+// nears Fetch when a few rooms hold most of it, and a refused handoff sends
+// its rooms' later deliveries to the outbox until they are read (some runs of
+// BenchmarkIngest read half their deliveries back). Past that, memory stays
+// bounded: the batch is read from the outbox instead.
+func TestHandoffMayFillTwiceFetch(t *testing.T) {
+	t.Parallel()
+	f := newIdleFixture(t)
+	cfg := dispatcherConfig
+	cfg.PollInterval = time.Hour
+	cfg.Fetch = 20
+	o := f.useHandoff(cfg)
+	f.start()
+	f.eventually("the dispatcher's first read", func() bool { return o.reads.Load() > 0 })
+	batch := func(room string, n int) {
+		var es []*chattest.Event
+		for i := range n {
+			es = append(es, chattest.MessageCreated(room, fmt.Sprintf("%s-%d", room, i), "hi"))
+		}
+		f.projectBatch(es...)
+	}
+	batch("room-1", 30) // more than Fetch, within twice: taken as handed over
+	f.waitEvents(30)
+	f.waitSettled()
+	if read := o.read.Load(); read != 0 {
+		t.Errorf("read %d deliveries from the outbox after a handoff of 30 with Fetch 20, want none", read)
+	}
+	batch("room-2", 50) // more than twice Fetch: read from the outbox, 20 at a time
+	f.waitEvents(80)
+	f.waitSettled()
+	if read := o.read.Load(); read != 50 {
+		t.Errorf("read %d deliveries from the outbox after a handoff of 50 with Fetch 20, want all 50", read)
+	}
+	for room, n := range map[string]int{"room-1": 30, "room-2": 50} {
+		if got, want := seqsOn(t, f.srv, room), seqRange(1, n); !slices.Equal(got, want) {
+			t.Errorf("%s: seqs %v, want %v", room, got, want)
+		}
+	}
+}
