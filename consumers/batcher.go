@@ -204,7 +204,12 @@ func (b *Batcher) form(cands []*batchRequest) (batch, blocked, rest []*batchRequ
 	)
 	state := make([]uint8, len(cands))
 	in := map[*turn]bool{}
-	blockedOn := map[*turn][]int{} // waiting for a turn not yet in the batch
+	// The candidates waiting for a turn not yet in the batch, in their
+	// order: blockedOn holds the first and last of each turn's list, after
+	// the index of the next. (A slice per turn was ~3% of roomcast's
+	// allocations under a backlog.)
+	blockedOn := map[*turn][2]int{}
+	after := make([]int, len(cands))
 	var add func(i int)
 	add = func(i int) {
 		state[i] = taken
@@ -214,11 +219,17 @@ func (b *Batcher) form(cands []*batchRequest) (batch, blocked, rest []*batchRequ
 			return
 		}
 		in[r.turn] = true
-		next := blockedOn[r.turn]
+		list, ok := blockedOn[r.turn]
+		if !ok {
+			return
+		}
 		delete(blockedOn, r.turn)
-		for _, n := range next {
+		for n := list[0]; ; n = after[n] {
 			if len(batch) < b.cfg.MaxBatch {
 				add(n)
+			}
+			if n == list[1] {
+				break
 			}
 		}
 	}
@@ -238,7 +249,12 @@ func (b *Batcher) form(cands []*batchRequest) (batch, blocked, rest []*batchRequ
 			add(i)
 		} else {
 			state[i] = waits
-			blockedOn[p] = append(blockedOn[p], i)
+			if list, ok := blockedOn[p]; ok {
+				after[list[1]] = i
+				blockedOn[p] = [2]int{list[0], i}
+			} else {
+				blockedOn[p] = [2]int{i, i}
+			}
 		}
 	}
 	for i, r := range cands {

@@ -208,10 +208,15 @@ func (b *batch) prepare() error {
 
 func (b *batch) reset() {
 	b.owed = nil
+	if !b.silent && !b.readModelsOnly {
+		// About one delivery per event: grown by appends, the slice was
+		// ~5% of `roomcast run`'s allocations.
+		b.owed = make([]domain.Delivery, 0, len(b.items))
+	}
 	b.rooms = map[string]int64{}
 	b.msgs = map[string]*msgState{}
 	b.members = map[[2]string]*memberState{}
-	b.seqOf = map[string]int64{}
+	b.seqOf = make(map[string]int64, len(b.items))
 	b.stored, b.standing = map[string]string{}, map[string]int{}
 	b.redactOwn, b.deletedM = nil, nil
 	for i := range b.results {
