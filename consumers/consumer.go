@@ -112,6 +112,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		MaxInFlight:             cfg.MaxInFlight,
 		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
 		Prepare:                 DecodeAhead,
+		SettledByMiddleware:     true, // SettleKeyed below
 		Logger:                  cfg.Logger,
 	})
 	if err != nil {
@@ -152,7 +153,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		Logger:              logger, // logs each retry with its cause
 	}
 	router.AddConsumerHandler("project", cfg.Topic, subscriber, h.Handle)
-	router.AddMiddleware(poison, retryAfterFailure(retry, logger), h.recoverPanics)
+	router.AddMiddleware(SettleKeyed, poison, retryAfterFailure(retry, logger), h.recoverPanics)
 	return &Consumer{cfg: cfg, router: router, publisher: publisher}, nil
 }
 

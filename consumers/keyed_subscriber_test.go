@@ -93,7 +93,8 @@ func newKeyedSubscriber(t *testing.T, brokers []string, group string, tweak func
 	t.Helper()
 	cfg := consumers.KeyedSubscriberConfig{
 		Brokers: brokers, ConsumerGroup: group, Sarama: keyedSaramaConfig(), DrainTimeout: 5 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		SettledByMiddleware: keyedSettledByMiddleware,
+		Logger:              slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if tweak != nil {
 		tweak(&cfg)
@@ -104,6 +105,30 @@ func newKeyedSubscriber(t *testing.T, brokers []string, group string, tweak func
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// keyedSettledByMiddleware runs the tests with SettledByMiddleware: their
+// handlers then settle each message through consumers.SettleKeyed, as the
+// router's outermost middleware would, before acking or nacking it
+// (TestKeyedSubscriberSettledByMiddleware).
+var keyedSettledByMiddleware bool
+
+var errKeyedNack = errors.New("nacked by the test")
+
+// keyedAck acks msg, as the router does after its handler returned nil.
+func keyedAck(msg *message.Message) {
+	if keyedSettledByMiddleware {
+		_, _ = consumers.SettleKeyed(func(*message.Message) ([]*message.Message, error) { return nil, nil })(msg)
+	}
+	msg.Ack()
+}
+
+// keyedNack nacks msg, as the router does after its handler returned an error.
+func keyedNack(msg *message.Message) {
+	if keyedSettledByMiddleware {
+		_, _ = consumers.SettleKeyed(func(*message.Message) ([]*message.Message, error) { return nil, errKeyedNack })(msg)
+	}
+	msg.Nack()
 }
 
 // keyedParse reads key and seq back from a message.
@@ -231,7 +256,7 @@ func keyedConsumeConcurrently(msgs <-chan *message.Message, rec *keyedRecorder, 
 		for msg := range msgs {
 			wg.Go(func() {
 				rec.process(msg, work())
-				msg.Ack()
+				keyedAck(msg)
 			})
 		}
 	})
@@ -306,7 +331,7 @@ func TestKeyedSubscriberMessageFromKafka(t *testing.T) {
 		if p != 0 || o != int64(i) || time.Since(ts) > time.Minute || !ok || string(key) != string(want.key) {
 			t.Errorf("message %d: context partition %d offset %d timestamp %v key %q (%v)", i, p, o, ts, key, ok)
 		}
-		msg.Ack()
+		keyedAck(msg)
 		if msg.Context().Err() == nil {
 			// The context ends once the message is acked, as watermill-kafka's does.
 			keyedWaitFor(t, time.Second, "the acked message's context to end", func() bool { return msg.Context().Err() != nil })
@@ -346,17 +371,17 @@ func TestKeyedSubscriberPrepare(t *testing.T) {
 	if got := consumers.Prepared(first.Context()); got != "prepared room-1/0" {
 		t.Errorf("Prepared = %v, want %q", got, "prepared room-1/0")
 	}
-	first.Nack()
+	keyedNack(first)
 	again := next()
 	if string(again.Payload) != "room-1/0" || consumers.Prepared(again.Context()) != "prepared room-1/0" {
 		t.Errorf("redelivery: payload %q, Prepared %v; want the first message prepared", again.Payload, consumers.Prepared(again.Context()))
 	}
-	again.Ack()
+	keyedAck(again)
 	second := next()
 	if got := consumers.Prepared(second.Context()); got != "prepared room-1/1" {
 		t.Errorf("Prepared = %v, want %q", got, "prepared room-1/1")
 	}
-	second.Ack()
+	keyedAck(second)
 	if n := calls.Load(); n != 2 {
 		t.Errorf("Prepare called %d times for 2 messages (one redelivered), want 2", n)
 	}
@@ -388,7 +413,7 @@ func TestKeyedSubscriberPrepareThatPanics(t *testing.T) {
 			if got := consumers.Prepared(msg.Context()); got != want {
 				t.Errorf("message %d: Prepared = %v, want %v", i, got, want)
 			}
-			msg.Ack()
+			keyedAck(msg)
 		case <-time.After(20 * time.Second):
 			t.Fatalf("message %d not handed out", i)
 		}
@@ -435,7 +460,7 @@ func TestKeyedSubscriberCommitsOnlyTheAckedPrefix(t *testing.T) {
 			heldMsg = msg
 			continue
 		}
-		msg.Ack()
+		keyedAck(msg)
 		time.Sleep(time.Millisecond)
 	}
 	keyedWaitFor(t, 5*time.Second, "the acks to be recorded", func() bool {
@@ -453,7 +478,7 @@ func TestKeyedSubscriberCommitsOnlyTheAckedPrefix(t *testing.T) {
 	if heldMsg.Context().Err() == nil {
 		t.Error("the context of a message still out when its partition was released was not cancelled")
 	}
-	heldMsg.Ack() // too late: ignored
+	keyedAck(heldMsg) // too late: ignored
 
 	again := newKeyedSubscriber(t, brokers, "prefix", nil)
 	msgs, err = again.Subscribe(t.Context(), topic)
@@ -466,7 +491,7 @@ func TestKeyedSubscriberCommitsOnlyTheAckedPrefix(t *testing.T) {
 		case msg := <-msgs:
 			off, _ := kafka.MessagePartitionOffsetFromCtx(msg.Context())
 			offsets = append(offsets, off)
-			msg.Ack()
+			keyedAck(msg)
 		case <-time.After(20 * time.Second):
 			t.Fatalf("after the restart got offsets %v", offsets)
 		}
@@ -533,7 +558,7 @@ func TestKeyedSubscriberNackRedeliversInOrderWithoutBlockingOtherKeys(t *testing
 				if firstNack.IsZero() {
 					firstNack = time.Now()
 				}
-				msg.Nack()
+				keyedNack(msg)
 				return
 			}
 			log = append(log, ev+" ack")
@@ -543,7 +568,7 @@ func TestKeyedSubscriberNackRedeliversInOrderWithoutBlockingOtherKeys(t *testing
 			case ev == "a/1":
 				aOneAcked = time.Now()
 			}
-			msg.Ack()
+			keyedAck(msg)
 		})
 	}
 	wg.Wait()
@@ -746,6 +771,9 @@ func TestKeyedSubscriberThroughRouter(t *testing.T) {
 	}
 	rec := newKeyedRecorder(t)
 	var first atomic.Pointer[time.Time]
+	if keyedSettledByMiddleware {
+		router.AddMiddleware(consumers.SettleKeyed)
+	}
 	router.AddConsumerHandler("keyed", topic, sub, func(msg *message.Message) error {
 		now := time.Now()
 		first.CompareAndSwap(nil, &now)
@@ -865,13 +893,13 @@ func TestKeyedSubscriberDrainGivesUpSuccessorsOfANackedMessage(t *testing.T) {
 			t.Fatalf("only %v handed out", slices.Sorted(maps.Keys(got)))
 		}
 	}
-	got["b/0"].Ack()
-	got["a/0"].Nack() // resent only after a minute, so not before the drain
+	keyedAck(got["b/0"])
+	keyedNack(got["a/0"]) // resent only after a minute, so not before the drain
 	closed := make(chan error, 1)
 	go func() { closed <- sub.Close() }()
 	// Well within the 40 s of DrainTimeout.
 	keyedWaitFor(t, 10*time.Second, "a/1, waiting for the nacked a/0, to be given up", func() bool { return got["a/1"].Context().Err() != nil })
-	got["a/1"].Nack() // what its handler does when its context ends
+	keyedNack(got["a/1"]) // what its handler does when its context ends
 	select {
 	case err := <-closed:
 		if err != nil {
@@ -894,5 +922,73 @@ func TestKeyedSubscriberDrainGivesUpSuccessorsOfANackedMessage(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the next owner got nothing")
+	}
+}
+
+// With SettledByMiddleware, the outcome of each message comes from
+// SettleKeyed instead of a goroutine per message watching its Ack and Nack:
+// the same tests hold, run that way.
+func TestKeyedSubscriberSettledByMiddleware(t *testing.T) {
+	keyedSettledByMiddleware = true
+	defer func() { keyedSettledByMiddleware = false }()
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T)
+	}{
+		{"order", TestKeyedSubscriberKeepsPerKeyOrderUnderConcurrency},
+		{"prepare", TestKeyedSubscriberPrepare},
+		{"acked prefix", TestKeyedSubscriberCommitsOnlyTheAckedPrefix},
+		{"nack", TestKeyedSubscriberNackRedeliversInOrderWithoutBlockingOtherKeys},
+		{"bounds", TestKeyedSubscriberBoundsInFlight},
+		{"rebalance", TestKeyedSubscriberRebalance},
+		{"router", TestKeyedSubscriberThroughRouter},
+		{"drain", TestKeyedSubscriberDrainGivesUpSuccessorsOfANackedMessage},
+		{"panic", testKeyedSettleKeyedPanic},
+	} {
+		t.Run(tc.name, tc.test)
+	}
+}
+
+// A handler that panics inside SettleKeyed (the router recovers and nacks)
+// has its message handed out again, and the key's next one waits for it.
+func testKeyedSettleKeyedPanic(t *testing.T) {
+	brokers, topic := keyedTopic(t, 1)
+	produceKeyed(t, brokers, topic, []keyedEvent{{key: "room-1", seq: 0}, {key: "room-1", seq: 1}})
+	sub := newKeyedSubscriber(t, brokers, "settle-panic", func(c *consumers.KeyedSubscriberConfig) {
+		c.NackResendSleep = -1
+		c.MaxInFlightPerKey = 1
+	})
+	msgs, err := sub.Subscribe(t.Context(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() *message.Message {
+		t.Helper()
+		select {
+		case msg := <-msgs:
+			return msg
+		case <-time.After(20 * time.Second):
+			t.Fatal("no message")
+			return nil
+		}
+	}
+	first := next()
+	func() {
+		defer func() {
+			if recover() != nil {
+				first.Nack() // as the router does
+			}
+		}()
+		_, _ = consumers.SettleKeyed(func(*message.Message) ([]*message.Message, error) { panic("boom") })(first)
+	}()
+	again := next()
+	if string(again.Payload) != "room-1/0" {
+		t.Fatalf("after the panic got %q, want room-1/0 again", again.Payload)
+	}
+	keyedAck(again)
+	if second := next(); string(second.Payload) != "room-1/1" {
+		t.Fatalf("got %q, want room-1/1", second.Payload)
+	} else {
+		keyedAck(second)
 	}
 }
