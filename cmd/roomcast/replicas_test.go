@@ -121,13 +121,27 @@ func TestTwoReplicas(t *testing.T) {
 		len(wave1), projected1.Round(time.Millisecond), drained1.Round(time.Millisecond), len(s.pusher.Calls()), procName(leader))
 
 	// ---- wave 2: kill the leader mid-stream ----
-	// 8000 events: the kill must land while the leader still has some of its
-	// share to project (2000 were all projected within the ~25 ms it takes to
-	// see a quarter of them and kill, once batches got faster).
+	// The kill must land while the leader still has some of its share to
+	// project, however fast it projects: wave 2 is produced 400 events at a
+	// time while a quarter of it gets projected and the leader is killed.
+	// (Produced at once, 2,000 and then 8,000 events were all projected
+	// before the kill in some runs, as batches got faster.)
 	wave2 := rs.wave(200)
 	total := len(wave1) + len(wave2)
 	followerConsumedBefore := ms[follower].sum("roomcast_events_consumed_total")
-	s.produceEvents(wave2...)
+	produced := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < len(wave2) && err == nil; i += 400 {
+			chunk := wave2[i:min(i+400, len(wave2))]
+			msgs := make([]kmsg, len(chunk))
+			for j, e := range chunk {
+				msgs[j] = eventMsg(e)
+			}
+			err = s.tryProduce(msgs...)
+		}
+		produced <- err
+	}()
 	waitFor(t, 60*time.Second, "a quarter of the second wave in Postgres", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n >= int64(len(wave1)+len(wave2)/4), fmt.Sprintf("%d of %d (%v)", n, total, err)
@@ -173,6 +187,9 @@ func TestTwoReplicas(t *testing.T) {
 		}
 		return false, fmt.Sprint(m)
 	})
+	if err := <-produced; err != nil {
+		t.Fatalf("produce wave 2: %v", err)
+	}
 	s.waitCount(60*time.Second, int64(total), `SELECT count(*) FROM events`)
 	projected := time.Since(killed)
 	s.waitCount(60*time.Second, 0, `SELECT count(*) FROM deliveries WHERE delivered_at IS NULL`)
