@@ -131,6 +131,18 @@ func keyedNack(msg *message.Message) {
 	msg.Nack()
 }
 
+// keyedNext returns the next message from msgs, failing the test after 20 s.
+func keyedNext(t *testing.T, msgs <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case msg := <-msgs:
+		return msg
+	case <-time.After(20 * time.Second):
+		t.Fatal("no message")
+		return nil
+	}
+}
+
 // keyedParse reads key and seq back from a message.
 func keyedParse(t *testing.T, msg *message.Message) (key string, seq int) {
 	t.Helper()
@@ -357,16 +369,7 @@ func TestKeyedSubscriberPrepare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func() *message.Message {
-		t.Helper()
-		select {
-		case msg := <-msgs:
-			return msg
-		case <-time.After(20 * time.Second):
-			t.Fatal("no message")
-			return nil
-		}
-	}
+	next := func() *message.Message { t.Helper(); return keyedNext(t, msgs) }
 	first := next()
 	if got := consumers.Prepared(first.Context()); got != "prepared room-1/0" {
 		t.Errorf("Prepared = %v, want %q", got, "prepared room-1/0")
@@ -962,16 +965,7 @@ func testKeyedSettleKeyedPanic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func() *message.Message {
-		t.Helper()
-		select {
-		case msg := <-msgs:
-			return msg
-		case <-time.After(20 * time.Second):
-			t.Fatal("no message")
-			return nil
-		}
-	}
+	next := func() *message.Message { t.Helper(); return keyedNext(t, msgs) }
 	first := next()
 	func() {
 		defer func() {
