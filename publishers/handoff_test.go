@@ -110,9 +110,7 @@ func TestHandoffSkipsReadingTheOutbox(t *testing.T) {
 	}
 	f.waitSettled()
 	for _, r := range rooms {
-		if got, want := seqsOn(t, f.srv, r), seqRange(1, 50); !slices.Equal(got, want) {
-			t.Errorf("%s: seqs %v, want %v", r, got, want)
-		}
+		f.wantSeqs(r, 50)
 	}
 	if n := len(f.srv.EventsOn("private-user-u-1")); n != 10 {
 		t.Errorf("user u-1 got %d notifications, want 10", n)
@@ -138,9 +136,7 @@ func TestHandoffTakesANewRoomsFirstDeliveries(t *testing.T) {
 	)
 	f.waitEvents(3)
 	f.waitSettled()
-	if got, want := seqsOn(t, f.srv, "room-new"), seqRange(1, 3); !slices.Equal(got, want) {
-		t.Errorf("seqs %v, want %v", got, want)
-	}
+	f.wantSeqs("room-new", 3)
 	if read := o.read.Load(); read != 0 {
 		t.Errorf("read %d deliveries from the outbox, want none", read)
 	}
@@ -171,9 +167,7 @@ func TestHandoffWaitsForUnreadEarlierDeliveries(t *testing.T) {
 	)
 	f.waitEvents(5)
 	f.waitSettled()
-	if got, want := seqsOn(t, f.srv, "room-o"), seqRange(1, 5); !slices.Equal(got, want) {
-		t.Errorf("seqs %v, want %v", got, want)
-	}
+	f.wantSeqs("room-o", 5)
 	if read := o.read.Load(); read != 5 {
 		t.Errorf("read %d deliveries from the outbox, want all 5", read)
 	}
@@ -220,8 +214,15 @@ func TestHandoffDuringPauseIsReadFresh(t *testing.T) {
 			t.Errorf("event #%d (%s) carries the deleted text: %s", i+1, e.Name, e.Data)
 		}
 	}
-	if got, want := seqsOn(t, f.srv, "room-p"), seqRange(1, 3); !slices.Equal(got, want) {
-		t.Errorf("seqs %v, want %v", got, want)
+	f.wantSeqs("room-p", 3)
+}
+
+// wantSeqs fails the test unless the fake received exactly seqs 1..n on
+// room's channel, in order.
+func (f *fixture) wantSeqs(room string, n int) {
+	f.t.Helper()
+	if got, want := seqsOn(f.t, f.srv, room), seqRange(1, n); !slices.Equal(got, want) {
+		f.t.Errorf("%s: seqs %v, want %v", room, got, want)
 	}
 }
 
@@ -267,9 +268,7 @@ func TestCallsFillUpUnderAStream(t *testing.T) {
 		t.Errorf("%d events in %d batch calls: %.1f per call, want at least 9", events, len(calls), perCall)
 	}
 	for room := range rooms {
-		if got, want := seqsOn(t, f.srv, fmt.Sprintf("room-%d", room)), seqRange(1, rounds*perRound); !slices.Equal(got, want) {
-			t.Errorf("room-%d: seqs %v, want %v", room, got, want)
-		}
+		f.wantSeqs(fmt.Sprintf("room-%d", room), rounds*perRound)
 	}
 }
 
@@ -301,9 +300,7 @@ func TestDispatcherReadsOnWhileTheOutboxHasMore(t *testing.T) {
 	f.waitEvents(rooms * perRoom)
 	f.waitSettled()
 	for r := range rooms {
-		if got, want := seqsOn(t, f.srv, fmt.Sprintf("room-%d", r)), seqRange(1, perRoom); !slices.Equal(got, want) {
-			t.Errorf("room-%d: seqs %v, want %v", r, got, want)
-		}
+		f.wantSeqs(fmt.Sprintf("room-%d", r), perRoom)
 	}
 	if n := int(o.reads.Load()); n < rooms*perRoom/cfg.Fetch {
 		t.Errorf("%d reads of the outbox, want at least %d", n, rooms*perRoom/cfg.Fetch)
@@ -344,8 +341,6 @@ func TestHandoffMayFillTwiceFetch(t *testing.T) {
 		t.Errorf("read %d deliveries from the outbox after a handoff of 50 with Fetch 20, want all 50", read)
 	}
 	for room, n := range map[string]int{"room-1": 30, "room-2": 50} {
-		if got, want := seqsOn(t, f.srv, room), seqRange(1, n); !slices.Equal(got, want) {
-			t.Errorf("%s: seqs %v, want %v", room, got, want)
-		}
+		f.wantSeqs(room, n)
 	}
 }
