@@ -31,6 +31,10 @@ type Config struct {
 	// at once (default 1). Above 1 the Projector must keep each key's order
 	// from the turns in the messages' contexts: Batcher does.
 	MaxInFlightPerKey int
+	// CatchUpRatio: partitions whose backlog is below this share of the
+	// largest are not fetched until the others caught up (see
+	// CatchUpConfig; 0: the default 0.5, negative: off).
+	CatchUpRatio float64
 	// RetryMaxInterval caps the backoff between retries of a transient failure (default 5s).
 	RetryMaxInterval time.Duration
 	Logger           *slog.Logger
@@ -113,6 +117,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
 		Prepare:                 DecodeAhead,
 		SettledByMiddleware:     true, // SettleKeyed below
+		CatchUp:                 CatchUpConfig{Ratio: cfg.CatchUpRatio},
 		Logger:                  cfg.Logger,
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -65,7 +66,9 @@ type KeyedSubscriberConfig struct {
 	// its Ack or Nack (~5% of roomcast's CPU under a backlog). A message not
 	// settled that way is never acknowledged here.
 	SettledByMiddleware bool
-	Logger              *slog.Logger
+	// CatchUp evens out how the partitions drain a backlog (see CatchUpConfig).
+	CatchUp CatchUpConfig
+	Logger  *slog.Logger
 }
 
 func (c *KeyedSubscriberConfig) setDefaults() {
@@ -94,6 +97,7 @@ func (c *KeyedSubscriberConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.CatchUp.setDefaults()
 }
 
 // Validate reports every problem of the configuration at once. Zero values
@@ -125,6 +129,9 @@ func (c KeyedSubscriberConfig) Validate() error {
 	if err := c.Sarama.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("keyed subscriber: sarama config: %w", err))
 	}
+	if err := c.CatchUp.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.DrainTimeout >= c.Sarama.Consumer.Group.Rebalance.Timeout {
 		errs = append(errs, fmt.Errorf("keyed subscriber: DrainTimeout %v must be below Consumer.Group.Rebalance.Timeout %v",
 			c.DrainTimeout, c.Sarama.Consumer.Group.Rebalance.Timeout))
@@ -144,6 +151,10 @@ func (c KeyedSubscriberConfig) Validate() error {
 // the events of one key (room) are processed one at a time and in partition
 // order; above 1 the handler keeps a key's order with the turn each message
 // carries (see Batcher).
+//
+// Under a backlog, a partition far less behind than the subscription's
+// furthest is not fetched for a while, so that the partitions finish
+// together (see CatchUpConfig).
 //
 // An offset is marked only when it and every earlier offset of the partition
 // were acked, so a crash never skips an unprocessed message; Sarama's
@@ -240,7 +251,14 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 				log.Warn("kafka consumer group error", slog.Any("err", err))
 			}
 		}()
+		balanced := make(chan struct{})
+		go func() {
+			defer close(balanced)
+			s.balanceCatchUp(consumeCtx, group, h)
+		}()
 		s.consume(consumeCtx, group, topic, h, log)
+		cancel()
+		<-balanced
 		// Every ConsumeClaim has returned: nothing sends on out any more.
 		if err := group.Close(); err != nil {
 			log.Warn("close kafka consumer group", slog.Any("err", err))
@@ -301,6 +319,9 @@ type KeyedPartitionStats struct {
 	// HighWaterMark is the offset the next produced message will get; lag is
 	// HighWaterMark - Marked.
 	HighWaterMark int64
+	// Paused says that the partition is not fetched for now, to let the
+	// partitions further behind catch up (see CatchUpConfig).
+	Paused bool
 }
 
 // Stats returns the state of the partitions currently claimed, by topic and partition.
@@ -317,7 +338,7 @@ func (s *KeyedSubscriber) Stats() []KeyedPartitionStats {
 		stats = append(stats, KeyedPartitionStats{
 			Topic: p.topic, Partition: p.id,
 			InFlight: len(p.order), Processing: p.processing, Marked: p.marked,
-			HighWaterMark: p.claim.HighWaterMarkOffset(),
+			HighWaterMark: p.claim.HighWaterMarkOffset(), Paused: p.catchUp.paused,
 		})
 		p.mu.Unlock()
 	}
@@ -353,15 +374,17 @@ func (*keyedGroupHandler) Cleanup(sarama.ConsumerGroupSession) error { return ni
 
 func (h *keyedGroupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	p := &keyedPartition{
-		s: h.s, topic: claim.Topic(), id: claim.Partition(), sess: sess, claim: claim, out: h.out, msgCtx: h.msgCtx,
+		h: h, s: h.s, topic: claim.Topic(), id: claim.Partition(), sess: sess, claim: claim, out: h.out, msgCtx: h.msgCtx,
 		log:    h.s.log.With(slog.String("topic", claim.Topic()), slog.Int("partition", int(claim.Partition()))),
 		notify: make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		keys:   make(map[string][]*keyedRecord),
 		marked: -1,
 	}
+	p.next.Store(-1)
 	if off := claim.InitialOffset(); off >= 0 {
 		p.marked = off
+		p.next.Store(off)
 	}
 	h.s.register(p)
 	defer h.s.unregister(p)
@@ -372,6 +395,7 @@ func (h *keyedGroupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim
 // keyedPartition is one claimed partition: its messages from being read
 // until their offset is marked.
 type keyedPartition struct {
+	h      *keyedGroupHandler
 	s      *KeyedSubscriber
 	topic  string
 	id     int32
@@ -380,6 +404,9 @@ type keyedPartition struct {
 	out    chan<- *message.Message
 	msgCtx context.Context
 	log    *slog.Logger
+
+	next    atomic.Int64 // offset of the next message to read (-1 while unknown)
+	catchUp catchUpState // balanceCatchUp's
 
 	notify   chan struct{} // wakes run after a change by a watcher
 	done     chan struct{} // closed when the claim is over
@@ -445,6 +472,7 @@ func (p *keyedPartition) run() {
 				return
 			}
 			pending = km
+			p.next.Store(km.Offset + 1)
 		case admit <- struct{}{}:
 			p.admit(pending)
 			pending = nil

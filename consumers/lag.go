@@ -12,6 +12,7 @@ type lagCollector struct {
 	sub      *KeyedSubscriber
 	lag      *prometheus.Desc
 	inFlight *prometheus.Desc
+	paused   *prometheus.Desc
 }
 
 func newLagCollector(sub *KeyedSubscriber) *lagCollector {
@@ -23,12 +24,16 @@ func newLagCollector(sub *KeyedSubscriber) *lagCollector {
 		inFlight: prometheus.NewDesc("roomcast_kafka_in_flight",
 			"Messages of a partition read and not yet committable (bounded by KAFKA_MAX_IN_FLIGHT_PER_PARTITION).",
 			[]string{"topic", "partition"}, nil),
+		paused: prometheus.NewDesc("roomcast_kafka_partition_paused",
+			"1 while a partition is not fetched so that the partitions further behind catch up (KAFKA_CATCH_UP_RATIO), else 0.",
+			[]string{"topic", "partition"}, nil),
 	}
 }
 
 func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lag
 	ch <- c.inFlight
+	ch <- c.paused
 }
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
@@ -38,5 +43,10 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, float64(st.HighWaterMark-st.Marked), st.Topic, part)
 		}
 		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(st.InFlight), st.Topic, part)
+		paused := 0.0
+		if st.Paused {
+			paused = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, st.Topic, part)
 	}
 }

@@ -30,11 +30,12 @@ type Config struct {
 	BatchEvents int           // PUSHER_BATCH_EVENTS
 	Retention   time.Duration // DELIVERY_RETENTION
 
-	InFlightPerPartition int // KAFKA_MAX_IN_FLIGHT_PER_PARTITION
-	InFlight             int // KAFKA_MAX_IN_FLIGHT
-	InFlightPerKey       int // KAFKA_MAX_IN_FLIGHT_PER_KEY
-	BatchMax             int // PROJECTION_BATCH_MAX
-	BatchConcurrency     int // PROJECTION_CONCURRENCY
+	InFlightPerPartition int     // KAFKA_MAX_IN_FLIGHT_PER_PARTITION
+	InFlight             int     // KAFKA_MAX_IN_FLIGHT
+	InFlightPerKey       int     // KAFKA_MAX_IN_FLIGHT_PER_KEY
+	CatchUpRatio         float64 // KAFKA_CATCH_UP_RATIO (negative: off)
+	BatchMax             int     // PROJECTION_BATCH_MAX
+	BatchConcurrency     int     // PROJECTION_CONCURRENCY
 
 	HTTPAddr        string
 	ShutdownTimeout time.Duration
@@ -131,6 +132,18 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	c.InFlightPerPartition = parseInt("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", 5000)
 	c.InFlight = parseInt("KAFKA_MAX_IN_FLIGHT", 5000)
 	c.InFlightPerKey = parseInt("KAFKA_MAX_IN_FLIGHT_PER_KEY", 100)
+	c.CatchUpRatio = 0.5
+	if v := get("KAFKA_CATCH_UP_RATIO", ""); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		switch {
+		case err != nil || r < 0 || r >= 1:
+			errs = append(errs, fmt.Errorf("KAFKA_CATCH_UP_RATIO: %q is not a number from 0 (off) up to but not including 1", v))
+		case r == 0:
+			c.CatchUpRatio = -1 // off
+		default:
+			c.CatchUpRatio = r
+		}
+	}
 	c.BatchMax = parseInt("PROJECTION_BATCH_MAX", 1000)
 	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {

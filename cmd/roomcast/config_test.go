@@ -82,6 +82,7 @@ func TestConfigMalformedSettingIsNamed(t *testing.T) {
 		"DATABASE_MAX_CONNS":   "lots",
 		"LOG_FORMAT":           "xml",
 		"DELIVERY_RETENTION":   "-1h",
+		"KAFKA_CATCH_UP_RATIO": "1",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -78,8 +78,8 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	consumer, err := consumers.New(consumers.Config{
 		Kafka: cfg.Kafka, Topic: cfg.Topic, DLQTopic: cfg.DLQTopic, ConsumerGroup: cfg.ConsumerGroup,
 		InitialOffset: cfg.InitialOffset, MaxInFlightPerPartition: cfg.InFlightPerPartition, MaxInFlight: cfg.InFlight,
-		MaxInFlightPerKey: cfg.InFlightPerKey,
-		Logger:            log.With(slog.String("component", "consumer")), Registerer: reg,
+		MaxInFlightPerKey: cfg.InFlightPerKey, CatchUpRatio: cfg.CatchUpRatio,
+		Logger: log.With(slog.String("component", "consumer")), Registerer: reg,
 	}, batcher)
 	if err != nil {
 		return err
