@@ -81,7 +81,7 @@ func Decode(value []byte) (Envelope, error) {
 	defer putMembersArena(arena)
 	var top objectMembers
 	ok := false
-	if json.Valid(value) {
+	if validJSON(value) {
 		top, ok = splitObject(value, arena)
 	}
 	if !ok {
