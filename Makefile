@@ -28,7 +28,7 @@ fuzz:
 
 ## bench: benchmarks (figures for the closing notes)
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 60m $(PKGS)
+	$(GO) test -p 1 -run='^$$' -bench=. -benchmem -count=1 -timeout 60m $(PKGS)
 
 ## sample: send a sample conversation to the dev stack started by `make run`
 sample:
