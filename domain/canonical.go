@@ -6,6 +6,8 @@ import (
 	"errors"
 	"slices"
 	"unicode/utf8"
+
+	"github.com/roomcast/roomcast/internal/jsonstr"
 )
 
 // CanonicalJSON returns raw, a valid JSON value, written exactly as
@@ -223,7 +225,7 @@ func (c *canonicalizer) str(i int, quoted ...byte) (int, error) {
 		c.out = append(c.out, quoted...)
 		return end, nil
 	}
-	if dec, ok := appendUnescaped(c.scratch[:0], quoted[1:len(quoted)-1]); ok && quoted[0] == '"' {
+	if dec, ok := jsonstr.AppendUnescaped(c.scratch[:0], quoted[1:len(quoted)-1]); ok && quoted[0] == '"' {
 		c.scratch = dec
 		c.out = appendJSONString(c.out, dec)
 		return end, nil

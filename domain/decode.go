@@ -10,6 +10,8 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/roomcast/roomcast/internal/jsonstr"
 )
 
 // The limits of the contract. Lengths are counted in UTF-16 code units, as the
@@ -554,7 +556,7 @@ func stringValue(raw []byte) (s string, kind error, reason string) {
 	if r, esc := badEscape(raw); r != "" {
 		return "", ErrInvalidField, r + " (" + esc + ")"
 	}
-	if dec, ok := appendUnescaped(make([]byte, 0, len(raw)-2), raw[1:len(raw)-1]); ok && raw[len(raw)-1] == '"' {
+	if dec, ok := jsonstr.AppendUnescaped(make([]byte, 0, len(raw)-2), raw[1:len(raw)-1]); ok && raw[len(raw)-1] == '"' {
 		// dec is new and never written again: the string can share it.
 		return unsafe.String(unsafe.SliceData(dec), len(dec)), nil, ""
 	}

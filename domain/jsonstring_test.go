@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/roomcast/roomcast/internal/jsonstr"
 )
 
 // jsonStringCases are string contents (between the quotes) that encoding/json
@@ -19,7 +21,7 @@ var jsonStringCases = []string{
 	"raw\ncontrol", `\u0041\u0042`, `tail\\`, `\\\\\"`,
 }
 
-// TestJSONStringFastPath holds appendUnescaped to json.Unmarshal and
+// TestJSONStringFastPath holds jsonstr.AppendUnescaped to json.Unmarshal and
 // appendJSONString to MarshalPayload: where the fast path answers, it answers
 // exactly as encoding/json does.
 func TestJSONStringFastPath(t *testing.T) {
@@ -38,16 +40,16 @@ func TestJSONStringFastPath(t *testing.T) {
 		quoted := []byte(`"` + c + `"`)
 		var want string
 		werr := json.Unmarshal(quoted, &want)
-		got, ok := appendUnescaped(nil, []byte(c))
+		got, ok := jsonstr.AppendUnescaped(nil, []byte(c))
 		if !ok {
 			continue
 		}
 		handled++
 		if werr != nil {
-			t.Fatalf("appendUnescaped(%q) = %q, but json.Unmarshal refuses it: %v", c, got, werr)
+			t.Fatalf("jsonstr.AppendUnescaped(%q) = %q, but json.Unmarshal refuses it: %v", c, got, werr)
 		}
 		if string(got) != want {
-			t.Fatalf("appendUnescaped(%q) = %q, want %q", c, got, want)
+			t.Fatalf("jsonstr.AppendUnescaped(%q) = %q, want %q", c, got, want)
 		}
 		enc, err := MarshalPayload(want)
 		if err != nil {
@@ -62,8 +64,8 @@ func TestJSONStringFastPath(t *testing.T) {
 	}
 	// The cases the fast path leaves to encoding/json.
 	for _, c := range []string{`\ud800 lone high`, `\udc00 lone low`, `\ud83d\u0041 high then not low`, `\u12`, `\x`, "bad \xff utf8", "raw\ncontrol"} {
-		if got, ok := appendUnescaped(nil, []byte(c)); ok {
-			t.Errorf("appendUnescaped(%q) = %q, want it left to encoding/json", c, got)
+		if got, ok := jsonstr.AppendUnescaped(nil, []byte(c)); ok {
+			t.Errorf("jsonstr.AppendUnescaped(%q) = %q, want it left to encoding/json", c, got)
 		}
 	}
 	// appendJSONString on bytes that are not UTF-8, as encoding/json writes them.

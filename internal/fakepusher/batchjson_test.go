@@ -89,6 +89,7 @@ func TestDecodeBatchFast(t *testing.T) {
 	body := pusherBatch(t,
 		map[string]string{"channel": "private-room-r1", "name": "new-message", "data": `{"id":"m1","content":"<b>hi</b> & \"bye\"\n","seq":1}`},
 		map[string]string{"channel": "private-user-u1", "name": "notification", "data": `{}`, "socket_id": "123.456"},
+		map[string]string{"channel": "private-room-r2", "name": "new-message", "data": `{"content":"é 😀 \u2028"}`},
 	)
 	got, ok := decodeBatchFast(body)
 	if !ok {
@@ -107,8 +108,8 @@ func TestDecodeBatchFast(t *testing.T) {
 	for _, s := range []string{
 		`{"batch":[{"channel":"a","channel":"b"}]}`, // repeated key: encoding/json keeps the last
 		`{"batch":[{"Channel":"a"}]}`,               // encoding/json matches keys without case
-		`{"batch":[{"data":"\ud83d\ude00"}]}`,       // surrogate pair
-		`{"batch":[{"data":"é"}]}`,                  // non-ASCII
+		`{"batch":[{"data":"\ud800"}]}`,             // a lone surrogate: encoding/json replaces it
+		"{\"batch\":[{\"data\":\"\xff\"}]}",         // not UTF-8
 		`{"batch":[{"channel":null}]}`,
 		`{"batch": []}`,
 	} {
