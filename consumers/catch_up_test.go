@@ -1,6 +1,7 @@
 package consumers_test
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/roomcast/roomcast/consumers"
 )
@@ -134,4 +136,75 @@ func TestKeyedSubscriberCatchUpBalancesPartitions(t *testing.T) {
 	if left < 2000 {
 		t.Errorf("unbalanced: the small partition finished with %d of the large one's %d left, want more than 2000 (else the balanced run shows nothing)", left, large)
 	}
+}
+
+// A second member joins while a partition is paused and leaves again: every
+// message is still handed out. Pausing is per claim, so no partition stays
+// unfetched after a rebalance (a new claim starts fetched; MaxPause is long
+// here, so only that can bring a paused partition back).
+func TestKeyedSubscriberCatchUpAcrossRebalance(t *testing.T) {
+	const large, small = 6000, 1500
+	brokers, topic := keyedTopic(t, 2)
+	produceToPartitions(t, brokers, topic, map[int32]int{0: large, 1: small})
+	tweak := func(c *consumers.KeyedSubscriberConfig) {
+		c.Sarama.Consumer.Fetch.Default = 1024
+		c.Sarama.ChannelBufferSize = 16
+		c.MaxInFlight, c.MaxInFlightPerPartition, c.MaxInFlightPerKey = 20, 20, 20
+		c.CatchUp = consumers.CatchUpConfig{Ratio: 0.5, MinBacklog: 100, MaxPause: time.Minute, Interval: 2 * time.Millisecond}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	consume := func(msgs <-chan *message.Message) *sync.WaitGroup {
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for msg := range msgs {
+					time.Sleep(2 * time.Millisecond)
+					mu.Lock()
+					seen[string(msg.Payload)]++
+					mu.Unlock()
+					keyedAck(msg)
+				}
+			})
+		}
+		return &wg
+	}
+	distinct := func() int { mu.Lock(); defer mu.Unlock(); return len(seen) }
+
+	subA := newKeyedSubscriber(t, brokers, "catch-up-rebalance", tweak)
+	msgsA, err := subA.Subscribe(t.Context(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wgA := consume(msgsA)
+	keyedWaitFor(t, 20*time.Second, "a partition to be paused", func() bool {
+		for _, st := range subA.Stats() {
+			if st.Paused {
+				return true
+			}
+		}
+		return false
+	})
+	before := distinct()
+
+	subB := newKeyedSubscriber(t, brokers, "catch-up-rebalance", tweak)
+	ctxB, cancelB := context.WithCancel(t.Context())
+	msgsB, err := subB.Subscribe(ctxB, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wgB := consume(msgsB)
+	keyedWaitFor(t, 20*time.Second, "the second member to get a partition", func() bool {
+		return len(subB.Stats()) > 0 && distinct() > before+100
+	})
+	cancelB()
+	wgB.Wait()
+
+	keyedWaitFor(t, 60*time.Second, "every message after the rebalances", func() bool { return distinct() == large+small })
+	_ = subA.Close()
+	wgA.Wait()
+	if d := distinct(); d != large+small {
+		t.Fatalf("%d distinct messages, want %d", d, large+small)
+	}
+	t.Logf("all %d messages handed out; a partition was paused when the second member joined", large+small)
 }
