@@ -37,8 +37,12 @@ type Config struct {
 	CatchUpRatio float64
 	// RetryMaxInterval caps the backoff between retries of a transient failure (default 5s).
 	RetryMaxInterval time.Duration
-	Logger           *slog.Logger
-	Registerer       prometheus.Registerer
+	// StallAfter is how long a retry loop or a dead letter that cannot be
+	// published may last before it is reported as a stall (STALL_AFTER;
+	// default 2m): Problems and roomcast_consumer_stalled.
+	StallAfter time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {
@@ -59,6 +63,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryMaxInterval <= 0 {
 		c.RetryMaxInterval = 5 * time.Second
+	}
+	if c.StallAfter <= 0 {
+		c.StallAfter = 2 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -88,6 +95,7 @@ type Consumer struct {
 	cfg       Config
 	router    *message.Router
 	publisher message.Publisher
+	stalls    *stallReport
 }
 
 // New builds a Consumer that hands every event to projector.
@@ -123,8 +131,9 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kafka subscriber for %s: %w", cfg.Topic, err)
 	}
+	stalls := newStallReport(cfg.StallAfter, subscriber)
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(newLagCollector(subscriber))
+		cfg.Registerer.MustRegister(newLagCollector(subscriber), stalls)
 	}
 	publisher, err := kafka.NewPublisher(kafka.PublisherConfig{
 		Brokers:               cfg.Kafka.Brokers,
@@ -159,7 +168,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	}
 	router.AddConsumerHandler("project", cfg.Topic, subscriber, h.Handle)
 	router.AddMiddleware(SettleKeyed, poison, retryAfterFailure(retry, logger), h.recoverPanics)
-	return &Consumer{cfg: cfg, router: router, publisher: publisher}, nil
+	return &Consumer{cfg: cfg, router: router, publisher: publisher, stalls: stalls}, nil
 }
 
 // Run consumes until ctx ends, then finishes the event in flight, commits
@@ -177,3 +186,12 @@ func (c *Consumer) Running() <-chan struct{} { return c.router.Running() }
 
 // IsRunning reports whether the router is running (and not closed).
 func (c *Consumer) IsRunning() bool { return c.router.IsRunning() && !c.router.IsClosed() }
+
+// Stalls returns the conditions that keep events from progressing now,
+// whatever their age: the subscriber's (partition, unassigned) and the
+// consumer's own (retry, dead_letter).
+func (c *Consumer) Stalls(now time.Time) []Stall { return c.stalls.all(now) }
+
+// Problems returns one short line per stall that has lasted longer than
+// StallAfter (for /readyz), or nothing.
+func (c *Consumer) Problems() []string { return c.stalls.problems(time.Now()) }
