@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +36,9 @@ type Config struct {
 	CatchUpRatio float64
 	// RetryMaxInterval caps the backoff between retries of a transient failure (default 5s).
 	RetryMaxInterval time.Duration
+	// MaxEventBytes: a longer value is dead-lettered as invalid without
+	// being parsed (EVENT_MAX_BYTES; default 262144, negative: no limit).
+	MaxEventBytes int
 	// StallAfter is how long a retry loop or a dead letter that cannot be
 	// published may last before it is reported as a stall (STALL_AFTER;
 	// default 2m): Problems and roomcast_consumer_stalled.
@@ -44,6 +46,9 @@ type Config struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
+
+// DefaultMaxEventBytes is the default of Config.MaxEventBytes.
+const DefaultMaxEventBytes = 256 << 10
 
 func (c *Config) setDefaults() {
 	if c.Topic == "" {
@@ -63,6 +68,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryMaxInterval <= 0 {
 		c.RetryMaxInterval = 5 * time.Second
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = DefaultMaxEventBytes
 	}
 	if c.StallAfter <= 0 {
 		c.StallAfter = 2 * time.Minute
@@ -92,10 +100,13 @@ func (c Config) Validate() error {
 // each event. One handler runs per assigned partition, so a partition's (and
 // so a room's) events are projected in order.
 type Consumer struct {
-	cfg       Config
-	router    *message.Router
-	publisher message.Publisher
-	stalls    *stallReport
+	cfg         Config
+	router      *message.Router
+	subscriber  *KeyedSubscriber
+	deadLetters *deadLetters
+	producer    *dlqProducer
+	stalls      *stallReport
+	stop        context.CancelFunc // ends deadLetters.stopping
 }
 
 // New builds a Consumer that hands every event to projector.
@@ -105,6 +116,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		return nil, err
 	}
 	logger := newWatermillLogger(cfg.Logger)
+	maxBytes := max(cfg.MaxEventBytes, 0)
 
 	subConfig := sarama.NewConfig()
 	cfg.Kafka.apply(subConfig)
@@ -123,7 +135,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		MaxInFlightPerPartition: cfg.MaxInFlightPerPartition,
 		MaxInFlight:             cfg.MaxInFlight,
 		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
-		Prepare:                 DecodeAhead,
+		Prepare:                 DecodeAhead(maxBytes),
 		SettledByMiddleware:     true, // SettleKeyed below
 		CatchUp:                 CatchUpConfig{Ratio: cfg.CatchUpRatio},
 		Logger:                  cfg.Logger,
@@ -131,32 +143,26 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kafka subscriber for %s: %w", cfg.Topic, err)
 	}
-	stalls := newStallReport(cfg.StallAfter, subscriber)
-	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(newLagCollector(subscriber), stalls)
-	}
-	publisher, err := kafka.NewPublisher(kafka.PublisherConfig{
-		Brokers:               cfg.Kafka.Brokers,
-		Marshaler:             keyPreservingMarshaler{},
-		OverwriteSaramaConfig: cfg.Kafka.ProducerConfig(),
-	}, logger)
+	log := cfg.Logger.With(slog.String("topic", cfg.Topic))
+	producer, err := newDLQProducer(cfg.Kafka, cfg.DLQTopic, log)
 	if err != nil {
 		_ = subscriber.Close()
-		return nil, fmt.Errorf("create kafka publisher for %s: %w", cfg.DLQTopic, err)
+		return nil, err
 	}
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, logger)
 	if err != nil {
+		producer.Close()
+		_ = subscriber.Close()
 		return nil, err
 	}
-	h := &handler{projector: projector, log: cfg.Logger.With(slog.String("topic", cfg.Topic)), metrics: newConsumerMetrics(cfg.Registerer)}
-	// Only permanent errors are dead-lettered: Watermill's plain PoisonQueue
-	// would also dead-letter a valid event once retries of a transient error
-	// (Postgres restarting) ran out. Those are nacked and come back instead.
-	poison, err := middleware.PoisonQueueWithFilter(publisher, cfg.DLQTopic, isPermanent)
-	if err != nil {
-		return nil, err
-	}
+	metrics := newConsumerMetrics(cfg.Registerer)
+	h := &handler{projector: projector, log: log, metrics: metrics, maxBytes: maxBytes}
+	stopping, stop := context.WithCancel(context.Background())
+	// Only permanent errors are dead-lettered: a valid event whose retries
+	// of a transient error (Postgres restarting) ran out is nacked and comes
+	// back instead.
+	dead := newDeadLetters(producer, cfg.DLQTopic, metrics, log, stopping)
 	retry := middleware.Retry{
 		MaxRetries:          8,
 		InitialInterval:     100 * time.Millisecond,
@@ -167,18 +173,52 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		Logger:              logger, // logs each retry with its cause
 	}
 	router.AddConsumerHandler("project", cfg.Topic, subscriber, h.Handle)
-	router.AddMiddleware(SettleKeyed, poison, retryAfterFailure(retry, logger), h.recoverPanics)
-	return &Consumer{cfg: cfg, router: router, publisher: publisher, stalls: stalls}, nil
+	router.AddMiddleware(SettleKeyed, dead.Middleware, retryAfterFailure(retry, logger), h.recoverPanics)
+	c := &Consumer{cfg: cfg, router: router, subscriber: subscriber, deadLetters: dead, producer: producer, stop: stop}
+	c.stalls = newStallReport(cfg.StallAfter, subscriber, dead.stalls)
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(newLagCollector(subscriber), c.stalls)
+		cfg.Registerer.MustRegister(dead.collectors()...)
+	}
+	return c, nil
 }
 
 // Run consumes until ctx ends, then finishes the event in flight, commits
 // offsets and closes. It returns nil after a clean stop.
 func (c *Consumer) Run(ctx context.Context) error {
-	defer func() { _ = c.publisher.Close() }()
+	defer c.producer.Close()
+	// Dead letters waiting for the broker give up at once when the
+	// consumer stops: their messages are delivered again later.
+	defer context.AfterFunc(ctx, c.stop)()
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		c.watch(watchCtx)
+	}()
+	defer func() {
+		stopWatch()
+		<-watched
+	}()
 	if err := c.router.Run(ctx); err != nil {
 		return fmt.Errorf("consume %s: %w", c.cfg.Topic, err)
 	}
 	return nil
+}
+
+// watch drops what was let go of from the waiting lists and logs their
+// summaries while anything waits.
+func (c *Consumer) watch(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c.deadLetters.list.tick(now)
+		}
+	}
 }
 
 // Running is closed once the consumer is running.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -27,20 +28,21 @@ type handler struct {
 	projector Projector
 	log       *slog.Logger
 	metrics   *consumerMetrics
+	maxBytes  int // EVENT_MAX_BYTES; 0: no limit
 }
 
 // Handle returns nil once the event is durable (or was seen before), a
 // permanent error (see isPermanent) for a contract violation, and any other
 // error for a transient failure that must be retried.
 func (h *handler) Handle(msg *message.Message) error {
-	env, err := decode(msg)
-	if err != nil {
-		typ := sniffType(msg.Payload)
-		h.metrics.consumed.WithLabelValues(typ).Inc()
-		h.deadLetter(msg, typ, "invalid", err)
-		return err
+	d := h.decode(msg)
+	if !d.counted { // once per Kafka message, not per retry or redelivery
+		d.counted = true
+		h.metrics.countConsumed(d, msg.Payload)
 	}
-	h.metrics.consumed.WithLabelValues(string(env.Type)).Inc()
+	if d.err != nil {
+		return d.err
+	}
 	src := projections.Source{Partition: -1}
 	if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok {
 		src.Partition = p
@@ -49,54 +51,106 @@ func (h *handler) Handle(msg *message.Message) error {
 	if ts, ok := kafka.MessageTimestampFromCtx(msg.Context()); ok {
 		src.Timestamp = ts
 	}
-	if _, err := h.projector.Project(msg.Context(), env, src); err != nil {
-		if errors.Is(err, domain.ErrUnknownMessage) {
-			h.deadLetter(msg, string(env.Type), "unknown_message", err)
-		}
-		return err
-	}
-	return nil
+	_, err := h.projector.Project(msg.Context(), d.env, src)
+	return err
 }
 
-// decoded is DecodeAhead's result: an event decoded when its message was read.
+// decoded is an event decoded when its message was read (DecodeAhead), and
+// what the consumer keeps about the message while it holds it: the
+// subscriber hands the same value out again with every redelivery after a
+// nack, so these fields outlive one attempt.
 type decoded struct {
 	env domain.Envelope
 	err error
+	// later: decoding panicked when the message was read; the handler
+	// decodes it again, under the router's recoverer.
+	later bool
+
+	counted bool  // roomcast_events_consumed_total has counted the message
+	typ     uint8 // 1 + its type label's index in typeLabels, once known (see typeLabel)
 }
 
-// DecodeAhead decodes an event's payload for KeyedSubscriberConfig.Prepare:
-// the handler then uses the result instead of decoding the payload itself.
-func DecodeAhead(payload []byte) any {
-	d := &decoded{}
-	d.env, d.err = domain.Decode(payload)
+// typeLabels are the values of the type label: the contract's event types
+// and "invalid".
+var typeLabels = func() []string {
+	labels := make([]string, 0, len(domain.EventTypes)+1)
+	for _, t := range domain.EventTypes {
+		labels = append(labels, string(t))
+	}
+	return append(labels, "invalid")
+}()
+
+// DecodeAhead returns KeyedSubscriberConfig.Prepare for roomcast's events:
+// it decodes each payload when its message is read, refusing one longer
+// than maxBytes (0: no limit) without parsing it; the handler then uses the
+// result instead of decoding the payload itself.
+func DecodeAhead(maxBytes int) func(payload []byte) any {
+	return func(payload []byte) any {
+		d := &decoded{}
+		func() {
+			defer func() {
+				if recover() != nil {
+					d.later = true
+				}
+			}()
+			d.env, d.err = decodeLimited(payload, maxBytes)
+		}()
+		return d
+	}
+}
+
+// decodeLimited is domain.Decode, refusing a value longer than maxBytes
+// (0: no limit) as a contract violation without parsing it.
+func decodeLimited(payload []byte, maxBytes int) (domain.Envelope, error) {
+	if maxBytes > 0 && len(payload) > maxBytes {
+		return domain.Envelope{}, &domain.ValidationError{Kind: domain.ErrTooLong,
+			Reason: strconv.Itoa(len(payload)) + " bytes, at most " + strconv.Itoa(maxBytes) + " (EVENT_MAX_BYTES)"}
+	}
+	return domain.Decode(payload)
+}
+
+// decode is msg's event and state: decoded when it was read (DecodeAhead),
+// or now (then the state lasts for this attempt only).
+func (h *handler) decode(msg *message.Message) *decoded {
+	d := stateOf(msg)
+	if d == nil {
+		d = &decoded{}
+		d.env, d.err = decodeLimited(msg.Payload, h.maxBytes)
+	} else if d.later {
+		d.env, d.err = decodeLimited(msg.Payload, h.maxBytes) // panics again: recoverPanics
+		d.later = false
+	}
 	return d
 }
 
-// decode is msg's event: decoded when it was read (DecodeAhead), or now.
-func decode(msg *message.Message) (domain.Envelope, error) {
-	if d, ok := Prepared(msg.Context()).(*decoded); ok {
-		return d.env, d.err
-	}
-	return domain.Decode(msg.Payload)
+// stateOf is the state DecodeAhead made for msg, or nil.
+func stateOf(msg *message.Message) *decoded {
+	d, _ := Prepared(msg.Context()).(*decoded)
+	return d
 }
 
-// deadLetter counts and logs a message about to be dead-lettered, once the
-// earlier messages of its key are acked: with several messages of a room in
-// flight, the dead letters of a room still reach the dead-letter topic in the
-// room's order (re-driving them later replays them in that order).
-func (h *handler) deadLetter(msg *message.Message, typ, kind string, err error) {
-	turnFrom(msg.Context()).waitEarlierAcked(msg.Context())
-	h.metrics.deadLettered.WithLabelValues(typ, kind).Inc()
-	attrs := []any{slog.String("type", typ), slog.String("reason", err.Error())}
-	if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok {
-		off, _ := kafka.MessagePartitionOffsetFromCtx(msg.Context())
-		attrs = append(attrs, slog.Int("partition", int(p)), slog.Int64("offset", off))
+// typeLabel is the message's type label: its event type, or for an invalid
+// event the type it names when that is one of the contract's, else
+// "invalid" (labels stay a small, fixed set).
+func (d *decoded) typeLabel(payload []byte) string {
+	if d.typ == 0 {
+		var label string
+		if d.err == nil && !d.later {
+			label = string(d.env.Type)
+		} else {
+			label = sniffType(payload)
+		}
+		i := slices.Index(typeLabels, label)
+		if i < 0 {
+			i = len(typeLabels) - 1 // "invalid"
+		}
+		d.typ = uint8(i + 1)
 	}
-	h.log.Warn("event dead-lettered", attrs...)
+	return typeLabels[d.typ-1]
 }
 
-// sniffType labels an invalid event's metrics with its type when that is one
-// of the contract's, else "invalid" (labels stay a small, fixed set).
+// sniffType is the type an invalid event names when that is one of the
+// contract's, else "invalid".
 func sniffType(payload []byte) string {
 	var head struct {
 		Type string `json:"type"`
@@ -108,12 +162,31 @@ func sniffType(payload []byte) string {
 }
 
 // isPermanent says whether err can never succeed on retry: a contract
-// violation, an edit or delete of an unknown message, or a panic while
-// handling (a bug that would otherwise block the partition forever).
+// violation, an edit or delete of an unknown message, an event the store
+// refuses, or a panic while handling (a bug that would otherwise block the
+// partition forever).
 func isPermanent(err error) bool {
 	var p handlerPanic
 	return domain.IsPermanent(err) || errors.As(err, &p)
 }
+
+// deadLetterReason is the reason label of a permanent error.
+func deadLetterReason(err error) string {
+	var p handlerPanic
+	switch {
+	case errors.As(err, &p):
+		return "panic"
+	case errors.Is(err, domain.ErrUnknownMessage):
+		return "unknown_message"
+	case errors.Is(err, domain.ErrUnstorable):
+		return "unstorable"
+	default:
+		return "invalid"
+	}
+}
+
+// deadLetterReasons are the values of the reason label.
+var deadLetterReasons = []string{"invalid", "unknown_message", "unstorable", "panic"}
 
 // handlerPanic is a recovered panic, reported with a one-line reason (the
 // stack goes to the log, not to the dead-letter header).
@@ -130,8 +203,6 @@ func (h *handler) recoverPanics(next message.HandlerFunc) message.HandlerFunc {
 		var rec middleware.RecoveredPanicError
 		if errors.As(err, &rec) {
 			h.log.Error("panic while handling an event: dead-lettering it", slog.Any("panic", rec.V), slog.String("stack", rec.Stacktrace))
-			turnFrom(msg.Context()).waitEarlierAcked(msg.Context())
-			h.metrics.deadLettered.WithLabelValues(sniffType(msg.Payload), "panic").Inc()
 			return msgs, handlerPanic{value: rec.V}
 		}
 		return msgs, err

@@ -1,34 +1,48 @@
 package consumers
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
+	"strings"
 
-	"github.com/roomcast/roomcast/domain"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 type consumerMetrics struct {
-	consumed     *prometheus.CounterVec
-	deadLettered *prometheus.CounterVec
+	consumed       *prometheus.CounterVec
+	consumedByType []prometheus.Counter // the series of consumed, by the index of their label in typeLabels
+	deadLettered   *prometheus.CounterVec
+	dlqFailures    *prometheus.CounterVec
 }
 
 func newConsumerMetrics(reg prometheus.Registerer) *consumerMetrics {
 	m := &consumerMetrics{
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_events_consumed_total",
-			Help: "Kafka messages consumed, by event type (\"invalid\" when it has none of the contract's).",
+			Help: "Kafka messages consumed, each once however often it is retried, by event type (\"invalid\" when it has none of the contract's).",
 		}, []string{"type"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_events_dead_lettered_total",
-			Help: "Messages sent to the dead-letter topic, by event type and reason (invalid, unknown_message, panic).",
+			Help: "Messages the broker acknowledged on the dead-letter topic, by event type and reason (invalid, unknown_message, unstorable, panic).",
 		}, []string{"type", "reason"}),
+		dlqFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_dead_letter_failures_total",
+			Help: "Failed attempts to publish a dead letter, by cause (" + strings.Join(publishFailureCauses, ", ") + "); the dead letter waits and is tried again.",
+		}, []string{"cause"}),
 	}
-	// Every type's series exists from the start, so dashboards show 0, not "no data".
-	for _, t := range domain.EventTypes {
-		m.consumed.WithLabelValues(string(t))
+	// Every series exists from the start, so dashboards show 0, not "no data".
+	for _, t := range typeLabels {
+		m.consumedByType = append(m.consumedByType, m.consumed.WithLabelValues(t))
 	}
-	m.consumed.WithLabelValues("invalid")
+	for _, c := range publishFailureCauses {
+		m.dlqFailures.WithLabelValues(c)
+	}
 	if reg != nil {
-		reg.MustRegister(m.consumed, m.deadLettered)
+		reg.MustRegister(m.consumed, m.deadLettered, m.dlqFailures)
 	}
 	return m
+}
+
+// countConsumed counts one consumed message of d's type.
+func (m *consumerMetrics) countConsumed(d *decoded, payload []byte) {
+	d.typeLabel(payload)
+	m.consumedByType[d.typ-1].Inc()
 }
