@@ -105,6 +105,7 @@ type Consumer struct {
 	subscriber  *KeyedSubscriber
 	deadLetters *deadLetters
 	producer    *dlqProducer
+	retrying    *retrying
 	stalls      *stallReport
 	stop        context.CancelFunc // ends deadLetters.stopping
 }
@@ -163,6 +164,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	// of a transient error (Postgres restarting) ran out is nacked and comes
 	// back instead.
 	dead := newDeadLetters(producer, cfg.DLQTopic, metrics, log, stopping)
+	tracked := newRetrying(log, cfg.RetryMaxInterval)
 	retry := middleware.Retry{
 		MaxRetries:          8,
 		InitialInterval:     100 * time.Millisecond,
@@ -170,15 +172,16 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		Multiplier:          2,
 		RandomizationFactor: 0.3,
 		ShouldRetry:         func(p middleware.RetryParams) bool { return !isPermanent(p.Err) },
-		Logger:              logger, // logs each retry with its cause
+		// No logger: retrying logs each cause once, not each attempt.
 	}
 	router.AddConsumerHandler("project", cfg.Topic, subscriber, h.Handle)
-	router.AddMiddleware(SettleKeyed, dead.Middleware, retryAfterFailure(retry, logger), h.recoverPanics)
-	c := &Consumer{cfg: cfg, router: router, subscriber: subscriber, deadLetters: dead, producer: producer, stop: stop}
-	c.stalls = newStallReport(cfg.StallAfter, subscriber, dead.stalls)
+	router.AddMiddleware(SettleKeyed, dead.Middleware, retryAfterFailure(retry, nil), tracked.track, h.recoverPanics)
+	c := &Consumer{cfg: cfg, router: router, subscriber: subscriber, deadLetters: dead, producer: producer, retrying: tracked, stop: stop}
+	c.stalls = newStallReport(cfg.StallAfter, subscriber, tracked.stalls, dead.stalls)
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(newLagCollector(subscriber), c.stalls)
 		cfg.Registerer.MustRegister(dead.collectors()...)
+		cfg.Registerer.MustRegister(tracked.collectors()...)
 	}
 	return c, nil
 }
@@ -216,6 +219,7 @@ func (c *Consumer) watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			c.retrying.list.tick(now)
 			c.deadLetters.list.tick(now)
 		}
 	}

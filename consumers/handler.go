@@ -66,8 +66,9 @@ type decoded struct {
 	// decodes it again, under the router's recoverer.
 	later bool
 
-	counted bool  // roomcast_events_consumed_total has counted the message
-	typ     uint8 // 1 + its type label's index in typeLabels, once known (see typeLabel)
+	counted bool       // roomcast_events_consumed_total has counted the message
+	typ     uint8      // 1 + its type label's index in typeLabels, once known (see typeLabel)
+	retry   *waitEntry // set while the event fails transiently (retrying.go)
 }
 
 // typeLabels are the values of the type label: the contract's event types

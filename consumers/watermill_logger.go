@@ -33,6 +33,19 @@ func (l quietLogger) Debug(msg string, fields watermill.LogFields) {
 	}
 }
 
+// Error logs at Debug a failure that roomcast reports itself (isReported):
+// the router writes "Handler returned error" for every nack, which during a
+// Postgres restart was an ERROR per event per round of retries.
+func (l quietLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if err != nil && isReported(err) {
+		if l.log.Enabled(context.Background(), slog.LevelDebug) {
+			l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"err": err}))
+		}
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
 func (l quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return quietLogger{LoggerAdapter: l.LoggerAdapter.With(fields), log: l.log}
 }
