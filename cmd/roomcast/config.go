@@ -37,6 +37,9 @@ type Config struct {
 	BatchMax             int     // PROJECTION_BATCH_MAX
 	BatchConcurrency     int     // PROJECTION_CONCURRENCY
 
+	EventMaxBytes int           // EVENT_MAX_BYTES
+	StallAfter    time.Duration // STALL_AFTER
+
 	HTTPAddr        string
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
@@ -146,6 +149,15 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	}
 	c.BatchMax = parseInt("PROJECTION_BATCH_MAX", 1000)
 	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
+	c.EventMaxBytes = consumers.DefaultMaxEventBytes
+	if v := get("EVENT_MAX_BYTES", ""); v != "" {
+		n, err := parseBytes(v)
+		if err != nil || n > maxEventBytes {
+			errs = append(errs, fmt.Errorf("EVENT_MAX_BYTES: %q is not a size from 1 byte to 64 MiB (a byte count, or N KiB or N MiB)", v))
+		}
+		c.EventMaxBytes = int(min(n, maxEventBytes))
+	}
+	c.StallAfter = parseDuration("STALL_AFTER", 2*time.Minute)
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL: %q is not debug, info, warn or error", get("LOG_LEVEL", "")))
 	}
@@ -216,4 +228,24 @@ func validatePusher(p publishers.ClientConfig) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxEventBytes bounds EVENT_MAX_BYTES: far above any chat event, below
+// what one Kafka request may carry.
+const maxEventBytes = 64 << 20
+
+// parseBytes reads a size: a positive byte count ("262144"), or a whole
+// number of KiB or MiB ("256KiB", "1 MiB"; the unit in any case).
+func parseBytes(s string) (int64, error) {
+	num, unit := s, int64(1)
+	for suffix, mult := range map[string]int64{"kib": 1 << 10, "mib": 1 << 20} {
+		if n := len(s) - len(suffix); n > 0 && strings.EqualFold(s[n:], suffix) {
+			num, unit = strings.TrimSpace(s[:n]), mult
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/unit {
+		return 0, fmt.Errorf("%q is not a positive size", s)
+	}
+	return n * unit, nil
 }

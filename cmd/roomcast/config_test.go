@@ -350,3 +350,44 @@ func TestConfigDeliveryRetention(t *testing.T) {
 		}
 	}
 }
+
+// EVENT_MAX_BYTES takes a byte count or KiB/MiB; STALL_AFTER a duration.
+// Each has its default, and a bad value is named in the error.
+func TestConfigEventMaxBytesAndStallAfter(t *testing.T) {
+	t.Parallel()
+	load := func(name, value string) (Config, error) {
+		env := validRunEnv(t)
+		if value != "" {
+			env[name] = value
+		}
+		return loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+	}
+	for value, want := range map[string]int{"": 262144, "1000": 1000, "256KiB": 262144, "512 kib": 524288, "1MiB": 1 << 20, "64 MiB": 64 << 20} {
+		cfg, err := load("EVENT_MAX_BYTES", value)
+		if err != nil {
+			t.Fatalf("EVENT_MAX_BYTES=%q: %v", value, err)
+		}
+		if cfg.EventMaxBytes != want {
+			t.Errorf("EVENT_MAX_BYTES=%q: %d bytes, want %d", value, cfg.EventMaxBytes, want)
+		}
+	}
+	for value, want := range map[string]time.Duration{"": 2 * time.Minute, "90s": 90 * time.Second, "1h": time.Hour} {
+		cfg, err := load("STALL_AFTER", value)
+		if err != nil {
+			t.Fatalf("STALL_AFTER=%q: %v", value, err)
+		}
+		if cfg.StallAfter != want {
+			t.Errorf("STALL_AFTER=%q: %v, want %v", value, cfg.StallAfter, want)
+		}
+	}
+	for name, values := range map[string][]string{
+		"EVENT_MAX_BYTES": {"lots", "0", "-1", "1.5MiB", "1GB", "KiB", "65MiB", "99999999999999999999"},
+		"STALL_AFTER":     {"never", "0s", "-1m", "120"},
+	} {
+		for _, value := range values {
+			if _, err := load(name, value); err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%s=%q: error %v does not name %s", name, value, err, name)
+			}
+		}
+	}
+}
