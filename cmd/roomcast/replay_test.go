@@ -353,9 +353,19 @@ func TestReplayKafkaDryRunAndFrom(t *testing.T) {
 	s := newStack(t)
 	old := history("kd-old", 2, 4)
 	s.produceEvents(old...)
-	time.Sleep(50 * time.Millisecond)
-	since := time.Now()
-	time.Sleep(50 * time.Millisecond)
+	// -from compares Kafka timestamps (milliseconds, taken as each message
+	// is produced): the recent history goes out once the clock has left
+	// the old history's last millisecond, and -from is the next one.
+	var lastOld time.Time
+	for _, m := range readTopic(t, s.brokers, s.topic, len(old), 30*time.Second) {
+		if m.Timestamp.After(lastOld) {
+			lastOld = m.Timestamp
+		}
+	}
+	since := lastOld.Truncate(time.Millisecond).Add(time.Millisecond)
+	waitFor(t, 10*time.Second, "the clock to pass the old history's last timestamp", func() (bool, string) {
+		return !time.Now().Before(since), fmt.Sprintf("now %v, last old message at %v", time.Now(), lastOld)
+	})
 	recent := history("kd-new", 2, 4)
 	s.produceEvents(recent...)
 
