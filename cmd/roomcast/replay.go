@@ -230,7 +230,8 @@ func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stde
 			stopAt = ""
 		}
 	}
-	hist, err := consumers.OpenHistory(consumers.HistoryConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Since: since, BatchMax: *batchMax, StopAtGroup: stopAt})
+	hist, err := consumers.OpenHistory(consumers.HistoryConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Since: since, BatchMax: *batchMax, StopAtGroup: stopAt,
+		Waiting: func(w consumers.HistoryWait) { logHistoryWait(log, w) }})
 	if err != nil {
 		return err
 	}
@@ -308,6 +309,16 @@ func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stde
 		return err
 	}
 	return nil
+}
+
+// logHistoryWait says that a partition of the replay waits for Kafka.
+func logHistoryWait(log *slog.Logger, w consumers.HistoryWait) {
+	attrs := []any{slog.Int("partition", int(w.Partition)), slog.Int64("offset", w.Offset), slog.Int64("end", w.End),
+		slog.Duration("waited", w.For.Round(time.Second))}
+	if w.Err != nil {
+		attrs = append(attrs, slog.Any("error", w.Err))
+	}
+	log.Warn("replay waiting for Kafka: the partition delivers nothing although messages are left below its end", attrs...)
 }
 
 // kafkaReplay projects batches of history read from Kafka.
