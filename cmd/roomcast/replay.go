@@ -24,7 +24,7 @@ import (
 )
 
 const replayUsage = `replay rebuild [-dry-run] [-restart] [-chunk N] [-progress-every D]
-  or   replay kafka -from earliest|<RFC3339 time> [-notify] [-dry-run] [-dead-letter=true] [-batch N] [-progress-every D]`
+  or   replay kafka -from earliest|<RFC3339 time> [-notify] [-dry-run] [-live-group G|-] [-dead-letter=true] [-batch N] [-progress-every D]`
 
 // runReplay is `roomcast replay rebuild|kafka ...`.
 func runReplay(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
@@ -230,8 +230,15 @@ func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stde
 			stopAt = ""
 		}
 	}
-	hist, err := consumers.OpenHistory(consumers.HistoryConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Since: since, BatchMax: *batchMax, StopAtGroup: stopAt,
+	hist, err := consumers.OpenHistory(consumers.HistoryConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Since: since, BatchMax: *batchMax,
+		StopAtGroup: stopAt, GroupStartsAtLatest: cfg.InitialOffset == "latest",
 		Waiting: func(w consumers.HistoryWait) { logHistoryWait(log, w) }})
+	if errors.Is(err, consumers.ErrGroupUnknown) || errors.Is(err, consumers.ErrGroupNotOnTopic) {
+		return fmt.Errorf("%w\n"+
+			"without -notify the replay stops each partition at the committed offset of the live consumer group (-live-group, default KAFKA_CONSUMER_GROUP), "+
+			"leaving what it has not consumed to its worker, which notifies clients of it; check that this is the group `roomcast run` uses for %s. "+
+			"To read every partition to its end on purpose (a new database before the worker's first run; the events it applies are then never notified), pass -live-group -", err, cfg.Topic)
+	}
 	if err != nil {
 		return err
 	}
