@@ -23,7 +23,8 @@ import (
 	"github.com/roomcast/roomcast/publishers"
 )
 
-const replayUsage = `replay rebuild [-dry-run] [-restart] [-chunk N] [-progress-every D]
+const replayUsage = `replay rebuild [-dry-run] [-restart] [-force] [-chunk N] [-progress-every D]
+  or   replay drop-retired [-dry-run]
   or   replay kafka -from earliest|<RFC3339 time> [-notify] [-dry-run] [-live-group G|-] [-dead-letter=true] [-batch N] [-progress-every D]`
 
 // runReplay is `roomcast replay rebuild|kafka ...`.
@@ -41,8 +42,10 @@ func runReplay(ctx context.Context, args []string, env Getenv, stdout, stderr io
 		return runReplayRebuild(ctx, args[1:], env, stdout, stderr)
 	case "kafka":
 		return runReplayKafka(ctx, args[1:], env, stdout, stderr)
+	case "drop-retired":
+		return runReplayDropRetired(ctx, args[1:], env, stdout)
 	}
-	return fmt.Errorf("%w: replay %q: want rebuild or kafka: %s", errUsage, args[0], replayUsage)
+	return fmt.Errorf("%w: replay %q: want rebuild, kafka or drop-retired: %s", errUsage, args[0], replayUsage)
 }
 
 // openCheckedDB opens the database and refuses one whose migrations are behind.
@@ -70,6 +73,7 @@ func runReplayRebuild(ctx context.Context, args []string, env Getenv, stdout, st
 	fs.SetOutput(io.Discard)
 	dry := fs.Bool("dry-run", false, "build into temporary tables and report what would change; change nothing")
 	restart := fs.Bool("restart", false, "discard an interrupted rebuild instead of resuming it")
+	force := fs.Bool("force", false, "swap even if some room's rebuilt last seq is lower than the live one (such a room keeps its live last seq)")
 	chunk := fs.Int("chunk", 10000, "events per transaction")
 	every := fs.Duration("progress-every", 10*time.Second, "interval of progress log lines when not on a terminal")
 	if err := fs.Parse(args); err != nil {
@@ -91,7 +95,7 @@ func runReplayRebuild(ctx context.Context, args []string, env Getenv, stdout, st
 
 	prog := newProgress(stderr, log, "rebuild", *every)
 	s, err := projections.Rebuild(ctx, db, projections.RebuildOptions{
-		ChunkSize: *chunk, DryRun: *dry, Restart: *restart, Log: log,
+		ChunkSize: *chunk, DryRun: *dry, Restart: *restart, Force: *force, Log: log,
 		Progress: func(p projections.RebuildProgress) { prog.set(p.Done, p.Total) },
 	})
 	prog.finish()
@@ -128,6 +132,13 @@ func printRebuildSummary(w io.Writer, s projections.RebuildSummary) {
 	if s.Swapped {
 		fmt.Fprintf(w, "swapped in: live projection waited %v while the last %d events applied and the tables swapped\n",
 			s.LockHeld.Round(100*time.Microsecond), s.TailEvents)
+		fmt.Fprintf(w, "the replaced read models are kept in schema %s; `roomcast replay drop-retired` drops them\n", s.Retired)
+	}
+	if s.SeqsKept > 0 {
+		fmt.Fprintf(w, "forced: %d rooms kept their live last seq, higher than the rebuilt one (their next events continue after it)\n", s.SeqsKept)
+	}
+	if s.SeqsWouldLower > 0 {
+		fmt.Fprintf(w, "warning: the rebuilt tables would lower %d rooms' last seq below what clients saw: a rebuild refuses to swap them unless -force\n", s.SeqsWouldLower)
 	}
 	if s.SeqMismatches > 0 {
 		fmt.Fprintf(w, "warning: %d room events got another seq than live projection gave them (clients saw the old ones)\n", s.SeqMismatches)
