@@ -49,6 +49,7 @@ func (h *handler) Handle(msg *message.Message) error {
 	if ts, ok := kafka.MessageTimestampFromCtx(msg.Context()); ok {
 		src.Timestamp = ts
 	}
+	src.Redriven = msg.Metadata.Get(RedrivenHeader) != ""
 	if _, err := h.projector.Project(msg.Context(), env, src); err != nil {
 		if errors.Is(err, domain.ErrUnknownMessage) {
 			h.deadLetter(msg, string(env.Type), "unknown_message", err)

@@ -18,6 +18,13 @@ func (c KafkaConfig) ClientConfig() *sarama.Config {
 	return sc
 }
 
+// RedrivenHeader is the Kafka header `roomcast dlq redrive` puts on the
+// dead letters it sends back to the events topic, naming where it took them
+// from (topic/partition/offset). The worker and `replay kafka` apply such an
+// event as re-driven (projections.Source.Redriven): an edit only if it is
+// not older than its message's current state.
+const RedrivenHeader = "redriven_from"
+
 // DefaultHistoryIdle is HistoryConfig.IdleTimeout's default.
 const DefaultHistoryIdle = 5 * time.Second
 

@@ -250,12 +250,14 @@ func redriveMessage(topic string, d deadLetter) *sarama.ProducerMessage {
 	var headers []sarama.RecordHeader
 	for _, h := range d.msg.Headers {
 		switch string(h.Key) {
-		case "reason_poisoned", "topic_poisoned", "handler_poisoned", "subscriber_poisoned", "_watermill_message_uuid", "redriven_from":
+		case "reason_poisoned", "topic_poisoned", "handler_poisoned", "subscriber_poisoned", "_watermill_message_uuid", consumers.RedrivenHeader:
 		default:
 			headers = append(headers, *h)
 		}
 	}
-	headers = append(headers, sarama.RecordHeader{Key: []byte("redriven_from"),
+	// The header marks it as re-driven: an edit then applies only if it is
+	// not older than its message's state (projections/redrive.go).
+	headers = append(headers, sarama.RecordHeader{Key: []byte(consumers.RedrivenHeader),
 		Value: fmt.Appendf(nil, "%s/%d/%d", d.msg.Topic, d.msg.Partition, d.msg.Offset)})
 	pm := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(d.msg.Value), Headers: headers}
 	if d.msg.Key != nil {

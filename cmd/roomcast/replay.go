@@ -373,7 +373,8 @@ func (rk *kafkaReplay) batch(ctx context.Context, msgs []*sarama.ConsumerMessage
 			deadLetter(m, id, typ, err.Error())
 			continue
 		}
-		items = append(items, projections.Item{Env: env, Src: projections.Source{Partition: m.Partition, Offset: m.Offset, Timestamp: m.Timestamp}})
+		items = append(items, projections.Item{Env: env, Src: projections.Source{Partition: m.Partition, Offset: m.Offset, Timestamp: m.Timestamp,
+			Redriven: hasHeader(m, consumers.RedrivenHeader)}})
 		origin = append(origin, m)
 	}
 	if len(items) > 0 {
@@ -498,6 +499,15 @@ func deadLetterMessage(dlqTopic, topic string, m *sarama.ConsumerMessage, reason
 		pm.Key = sarama.ByteEncoder(m.Key)
 	}
 	return pm
+}
+
+func hasHeader(m *sarama.ConsumerMessage, key string) bool {
+	for _, h := range m.Headers {
+		if h != nil && string(h.Key) == key {
+			return true
+		}
+	}
+	return false
 }
 
 func appendProblem(ps []projections.Problem, p projections.Problem) []projections.Problem {

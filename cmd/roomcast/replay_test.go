@@ -404,6 +404,8 @@ func TestDLQRedriveAppliesOnce(t *testing.T) {
 	s := newStack(t)
 	w := s.startWorker(nil)
 	const room = "dlq-room"
+	// The message was created, then edited, but the edit reached Kafka first.
+	created := chattest.MessageCreated(room, "dlq-m1", "original")
 	edit := chattest.MessageEdited(room, "dlq-m1", "edited after the fact")
 	s.produce(eventMsg(edit), kmsg{room, []byte("not json at all")})
 	readTopic(t, s.brokers, s.dlq, 2, 60*time.Second)
@@ -419,7 +421,7 @@ func TestDLQRedriveAppliesOnce(t *testing.T) {
 		t.Errorf("dlq list -reason:\n%s", r.stdout)
 	}
 
-	s.produceEvents(chattest.MessageCreated(room, "dlq-m1", "original"))
+	s.produceEvents(created)
 	s.waitCount(30*time.Second, 1, `SELECT count(*) FROM messages WHERE id = 'dlq-m1'`)
 	r := s.mustCmd(nil, "dlq", "redrive", "-reason", "unknown message")
 	if !strings.Contains(r.stdout, "sent 1 dead letters") {
