@@ -226,13 +226,17 @@ func runDLQRedrive(ctx context.Context, args []string, env Getenv, stdout, stder
 		fmt.Fprintf(stdout, "redrive %s (%s) from %d/%d: %s\n", d.id, d.typ, d.msg.Partition, d.msg.Offset, d.reason)
 	}
 	if len(send) > 0 && !*dry {
-		producer, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, cfg.Kafka.ProducerConfig())
+		pc, serr := topicProducerConfig(cfg.Kafka, cfg.Topic)
+		if serr != nil {
+			log.Warn("re-driven messages keep Sarama's size limit", slog.Int("max_message_bytes", pc.Producer.MaxMessageBytes), slog.Any("error", serr))
+		}
+		producer, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, pc)
 		if err != nil {
 			return fmt.Errorf("connect to kafka %v: %w", cfg.Kafka.Brokers, err)
 		}
 		defer func() { _ = producer.Close() }()
 		if err := producer.SendMessages(send); err != nil {
-			return fmt.Errorf("redrive %d dead letters to %s: %w", len(send), cfg.Topic, err)
+			return fmt.Errorf("redrive %d dead letters to %s: %w", len(send), cfg.Topic, firstProducerError(err))
 		}
 	}
 	verb := "sent"

@@ -265,7 +265,11 @@ func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stde
 
 	rk := &kafkaReplay{cfg: cfg, log: log, replayer: replayer, dry: *dry}
 	if *deadLetter && !*dry {
-		if rk.dlq, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, cfg.Kafka.ProducerConfig()); err != nil {
+		pc, serr := topicProducerConfig(cfg.Kafka, cfg.DLQTopic)
+		if serr != nil {
+			log.Warn("dead letters keep Sarama's size limit", slog.Int("max_message_bytes", pc.Producer.MaxMessageBytes), slog.Any("error", serr))
+		}
+		if rk.dlq, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, pc); err != nil {
 			return fmt.Errorf("connect to kafka %v: %w", cfg.Kafka.Brokers, err)
 		}
 		defer func() { _ = rk.dlq.Close() }()
@@ -401,7 +405,7 @@ func (rk *kafkaReplay) batch(ctx context.Context, msgs []*sarama.ConsumerMessage
 	}
 	if len(dead) > 0 {
 		if err := rk.dlq.SendMessages(dead); err != nil {
-			return fmt.Errorf("dead-letter %d events to %s: %w", len(dead), rk.cfg.DLQTopic, err)
+			return fmt.Errorf("dead-letter %d events to %s: %w", len(dead), rk.cfg.DLQTopic, firstProducerError(err))
 		}
 	}
 	if rk.wake != nil {
@@ -499,6 +503,16 @@ func deadLetterMessage(dlqTopic, topic string, m *sarama.ConsumerMessage, reason
 		pm.Key = sarama.ByteEncoder(m.Key)
 	}
 	return pm
+}
+
+// firstProducerError is err with the cause of its first failed message
+// (Sarama's ProducerErrors says only how many failed).
+func firstProducerError(err error) error {
+	var pes sarama.ProducerErrors
+	if errors.As(err, &pes) && len(pes) > 0 && pes[0] != nil {
+		return fmt.Errorf("%w (first: %w)", err, pes[0].Err)
+	}
+	return err
 }
 
 func hasHeader(m *sarama.ConsumerMessage, key string) bool {
