@@ -75,6 +75,8 @@ type RebuildOptions struct {
 	// Progress, if set, is called after every chunk.
 	Progress func(RebuildProgress)
 	Log      *slog.Logger
+
+	afterSeqCheck func() // tests: runs between the two steps of the seq check
 }
 
 func (o *RebuildOptions) setDefaults() {
@@ -190,6 +192,9 @@ type rebuilder struct {
 
 	seqsKept int64  // rooms the swap left at their live last_seq (Force)
 	retired  string // the schema the swap moved the live tables to
+
+	seqCheckedAt int64    // the cursor when the rooms' seqs were first compared
+	seqsBelow    []string // the rooms below their live seq then (rebuild_swap_check.go)
 }
 
 // chunk is a run of stored events, read and decoded, in position order.
@@ -457,6 +462,13 @@ func (r *rebuilder) rebuild(ctx context.Context) (RebuildSummary, error) {
 		r.phase = "catching up"
 	}
 
+	// Rooms whose seq the swap would lower, found before the locks.
+	if err := r.checkSeqsAhead(ctx, cursor); err != nil {
+		return r.summary(s), err
+	}
+	if r.opts.afterSeqCheck != nil {
+		r.opts.afterSeqCheck()
+	}
 	// Swap: the tail under the live tables' locks, then the tables.
 	r.phase = "swapping"
 	for attempt := 1; ; attempt++ {
@@ -958,8 +970,7 @@ func (r *rebuilder) dryRun(ctx context.Context) (RebuildSummary, error) {
 	if s.Tables, err = compareReadModels(tdb.WithContext(ctx), r.live, "pg_temp"); err != nil {
 		return r.summary(s), err
 	}
-	reg, err := findSeqRegress(tdb.WithContext(ctx), r.live, "pg_temp")
-	s.SeqsWouldLower = reg.Rooms
+	s.SeqsWouldLower, err = countRoomsBelowLive(tdb.WithContext(ctx), r.live, "pg_temp")
 	return r.summary(s), err
 }
 

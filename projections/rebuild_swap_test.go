@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"gorm.io/gorm"
+
 	"github.com/roomcast/roomcast/projections"
 )
 
@@ -123,4 +125,45 @@ func TestRebuildKeepsTheRetiredTables(t *testing.T) {
 	if got := f.schemas("roomcast_retired%"); len(got) != 0 {
 		t.Errorf("retired schemas after DropRetired: %v", got)
 	}
+}
+
+// A room that falls below its live seq only through events that commit
+// after the first, lock-free comparison (here: one the live side applied
+// and today's rules refuse) is caught by the comparison under the swap's
+// locks.
+func TestRebuildCatchesASeqLoweredDuringTheSwap(t *testing.T) {
+	f := newFixture(t)
+	projectLikeTheWorker(t, f.p, workload(13, 200), 20)
+	live := snap(t, f.db)
+	var room string
+	if err := f.db.Raw(`SELECT room_id FROM rooms WHERE last_seq > 0 ORDER BY room_id LIMIT 1`).Scan(&room).Error; err != nil || room == "" {
+		t.Fatalf("no room: %v", err)
+	}
+	opts := projections.RebuildOptions{ChunkSize: 40}
+	projections.AfterSeqCheck(&opts, func() {
+		// What live projection would commit for an event a stricter rule
+		// now refuses: the event with its seq, and the room's last seq.
+		err := f.db.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec(`INSERT INTO events (id, type, source, room_id, seq, data, fingerprint, occurred_at)
+				SELECT 'late-1', 'chat.member.joined', '/x', room_id, last_seq + 1,
+					jsonb_build_object('roomId', 'bad room', 'userId', 'u9', 'userName', 'U', 'joinedAt', '2026-11-27T08:00:00.000Z'), 'x', now()
+				FROM rooms WHERE room_id = ?`, room).Error; err != nil {
+				return err
+			}
+			return tx.Exec(`UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = ?`, room).Error
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	_, err := projections.Rebuild(t.Context(), f.db, opts)
+	if !errors.Is(err, projections.ErrSeqWouldRegress) || !strings.Contains(err.Error(), room) {
+		t.Fatalf("rebuild with a room lowered during the swap: %v, want ErrSeqWouldRegress naming %s", err, room)
+	}
+	after := snap(t, f.db)
+	delete(after, "events")
+	delete(live, "events")
+	delete(after, "rooms")
+	delete(live, "rooms")
+	sameState(t, "after the refused swap", live, after)
 }
