@@ -51,6 +51,7 @@ func (h *handler) Handle(msg *message.Message) error {
 	if ts, ok := kafka.MessageTimestampFromCtx(msg.Context()); ok {
 		src.Timestamp = ts
 	}
+	src.Redriven = msg.Metadata.Get(RedrivenHeader) != ""
 	_, err := h.projector.Project(msg.Context(), d.env, src)
 	return err
 }

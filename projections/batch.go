@@ -236,6 +236,9 @@ func (b *batch) run(tx *gorm.DB) error {
 	if err := b.load(tx); err != nil {
 		return err
 	}
+	if err := b.loadRedriven(tx); err != nil {
+		return err
+	}
 	for i, it := range b.items {
 		if !b.valid[i] {
 			continue
@@ -471,6 +474,10 @@ func (b *batch) apply(i int, env domain.Envelope) error {
 		res.Outcome = Applied
 		return nil
 	case domain.RoomEvent:
+		if b.staleRedrive(i, e) { // see redrive.go
+			res.Outcome = Unchanged
+			return nil
+		}
 		changed, err := b.applyRoom(env, e)
 		if err != nil {
 			if errors.Is(err, domain.ErrUnknownMessage) {

@@ -17,3 +17,7 @@ func IDArray(ids []int64) any { return arr(ids) }
 // after meeting a stored one (lookUpAfterStored); 0 keeps every batch
 // optimistic.
 func SetLookUpFor(p *Projector, d time.Duration) { p.lookUpFor = d }
+
+// AfterSeqCheck makes a rebuild with opts call f after it compared the
+// rooms' seqs without locks, before the swap compares them again.
+func AfterSeqCheck(opts *RebuildOptions, f func()) { opts.afterSeqCheck = f }

@@ -59,6 +59,9 @@ type Source struct {
 	Partition int32
 	Offset    int64
 	Timestamp time.Time
+	// Redriven marks a dead letter sent back by `dlq redrive`: applied
+	// only if not older than what it meets (see redrive.go).
+	Redriven bool
 }
 
 // Projector projects events into Postgres, each in one transaction.

@@ -28,10 +28,6 @@ import (
 // an interrupted rebuild resumes where it stopped.
 const RebuildSchema = "roomcast_rebuild"
 
-// retiredSchema receives the replaced live tables during the swap; it is
-// dropped right after.
-const retiredSchema = "roomcast_retired"
-
 // rebuildLockKey is the advisory lock held by the one rebuild that may run on
 // a database at a time ("rcrebld" in ASCII).
 const rebuildLockKey int64 = 0x72637265626c64
@@ -72,9 +68,15 @@ type RebuildOptions struct {
 	// retries (default 1s). Projections that arrive meanwhile queue behind
 	// the request, so it is also the longest a waiting swap holds them back.
 	LockTimeout time.Duration
+	// Force swaps even when a room's rebuilt last_seq is lower than the
+	// live one (ErrSeqWouldRegress otherwise); such a room keeps its live
+	// last_seq.
+	Force bool
 	// Progress, if set, is called after every chunk.
 	Progress func(RebuildProgress)
 	Log      *slog.Logger
+
+	afterSeqCheck func() // tests: runs between the two steps of the seq check
 }
 
 func (o *RebuildOptions) setDefaults() {
@@ -114,7 +116,15 @@ type RebuildSummary struct {
 	LockHeld time.Duration
 	// TailEvents were applied under that lock.
 	TailEvents int64
-	Elapsed    time.Duration
+	// SeqsKept is how many rooms kept their live last_seq, higher than the
+	// rebuilt one (Force).
+	SeqsKept int64
+	// SeqsWouldLower (a dry run) is how many rooms' last_seq the rebuilt
+	// tables would lower: a rebuild would refuse to swap them without Force.
+	SeqsWouldLower int64
+	// Retired is the schema that keeps the replaced tables (see RetiredPrefix).
+	Retired string
+	Elapsed time.Duration
 }
 
 // swapAttempts bounds the swaps tried when the live tables' locks are not
@@ -179,6 +189,12 @@ type rebuilder struct {
 	done   int64 // events applied by this run
 	total  int64
 	phase  string
+
+	seqsKept int64  // rooms the swap left at their live last_seq (Force)
+	retired  string // the schema the swap moved the live tables to
+
+	seqCheckedAt int64    // the cursor when the rooms' seqs were first compared
+	seqsBelow    []string // the rooms below their live seq then (rebuild_swap_check.go)
 }
 
 // chunk is a run of stored events, read and decoded, in position order.
@@ -276,6 +292,9 @@ func (r *rebuilder) readChunk(db *gorm.DB, from, to int64) (*chunk, error) {
 	wg.Wait()
 	ch.items, ch.seqs = make([]Item, 0, len(raw)), make([]*int64, 0, len(raw))
 	noSource := Source{Partition: -1}
+	// An edit recorded without a seq was re-driven and too old, or met a
+	// deleted message: replayed as re-driven, it does as it did (redrive.go).
+	redriven := Source{Partition: -1, Redriven: true}
 	for _, e := range raw {
 		if e.err != nil {
 			ch.counts.of(e.typ).Read++
@@ -283,7 +302,11 @@ func (r *rebuilder) readChunk(db *gorm.DB, from, to int64) (*chunk, error) {
 			ch.invalid = append(ch.invalid, Problem{EventID: e.id, Type: e.typ, Reason: e.err.Error()})
 			continue
 		}
-		ch.items = append(ch.items, Item{Env: e.env, Src: noSource})
+		src := noSource
+		if e.seq == nil && e.typ == string(domain.TypeMessageEdited) {
+			src = redriven
+		}
+		ch.items = append(ch.items, Item{Env: e.env, Src: src})
 		ch.seqs = append(ch.seqs, e.seq)
 	}
 	return ch, nil
@@ -439,12 +462,19 @@ func (r *rebuilder) rebuild(ctx context.Context) (RebuildSummary, error) {
 		r.phase = "catching up"
 	}
 
+	// Rooms whose seq the swap would lower, found before the locks.
+	if err := r.checkSeqsAhead(ctx, cursor); err != nil {
+		return r.summary(s), err
+	}
+	if r.opts.afterSeqCheck != nil {
+		r.opts.afterSeqCheck()
+	}
 	// Swap: the tail under the live tables' locks, then the tables.
 	r.phase = "swapping"
 	for attempt := 1; ; attempt++ {
 		held, tail, err := r.swap(ctx, cursor)
 		if err == nil {
-			s.Swapped, s.LockHeld, s.TailEvents = true, held, tail
+			s.Swapped, s.LockHeld, s.TailEvents, s.SeqsKept, s.Retired = true, held, tail, r.seqsKept, r.retired
 			break
 		}
 		if !isLockTimeout(err) || attempt == swapAttempts || ctx.Err() != nil {
@@ -460,12 +490,12 @@ func (r *rebuilder) rebuild(ctx context.Context) (RebuildSummary, error) {
 			return r.summary(s), err
 		}
 	}
-	// The old tables and the rebuild's progress go.
-	for _, q := range []string{`DROP SCHEMA IF EXISTS ` + qident(retiredSchema) + ` CASCADE`, `DROP SCHEMA IF EXISTS ` + rb + ` CASCADE`} {
-		if err := r.db.WithContext(ctx).Exec(q).Error; err != nil {
-			r.log.Warn("rebuild swapped, but dropping what it replaced failed (the next rebuild drops it)", slog.Any("error", err))
-		}
+	// The rebuild's progress goes; the replaced tables stay until
+	// `roomcast replay drop-retired`.
+	if err := r.db.WithContext(ctx).Exec(`DROP SCHEMA IF EXISTS ` + rb + ` CASCADE`).Error; err != nil {
+		r.log.Warn("rebuild swapped, but dropping its progress failed (the next rebuild drops it)", slog.Any("error", err))
 	}
+	r.log.Info("the replaced read models are kept until `roomcast replay drop-retired`", slog.String("schema", r.retired))
 	r.report()
 	return r.summary(s), nil
 }
@@ -643,7 +673,6 @@ func (r *rebuilder) setup(ctx context.Context) (cursor int64, resumed bool, err 
 	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		stmts := []string{
 			`DROP SCHEMA IF EXISTS ` + rb + ` CASCADE`,
-			`DROP SCHEMA IF EXISTS ` + qident(retiredSchema) + ` CASCADE`,
 			`CREATE SCHEMA ` + rb,
 			`CREATE TABLE ` + rb + `.rebuild_progress (
 				id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -736,8 +765,13 @@ func copyTable(tx *gorm.DB, schema, table, target string, temp bool) error {
 func (r *rebuilder) swap(ctx context.Context, cursor int64) (held time.Duration, tail int64, err error) {
 	var locked time.Time
 	next := r.counts.clone()
-	var applied []*chunk
+	var (
+		applied []*chunk
+		kept    int64
+		retired string
+	)
 	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
 		next, applied = r.counts.clone(), nil
 		if err := tx.Exec(fmt.Sprintf(`SET LOCAL lock_timeout = %d`, r.opts.LockTimeout.Milliseconds())).Error; err != nil {
 			return err
@@ -780,17 +814,24 @@ func (r *rebuilder) swap(ctx context.Context, cursor int64) (held time.Duration,
 		if err := tx.Exec(`SET LOCAL search_path = ` + qident(r.live)).Error; err != nil {
 			return err
 		}
-		if err := tx.Exec(`CREATE SCHEMA ` + qident(retiredSchema)).Error; err != nil {
+		// No room's last seq may go down (see ErrSeqWouldRegress).
+		if kept, err = r.guardSeqs(tx); err != nil {
+			return err
+		}
+		if retired, err = retiredName(tx, time.Now()); err != nil {
+			return err
+		}
+		if err := tx.Exec(`CREATE SCHEMA ` + qident(retired)).Error; err != nil {
 			return err
 		}
 		for _, m := range readModels {
-			if err := tx.Exec(`ALTER TABLE ` + r.qlive(m.table) + ` SET SCHEMA ` + qident(retiredSchema)).Error; err != nil {
+			if err := tx.Exec(`ALTER TABLE ` + r.qlive(m.table) + ` SET SCHEMA ` + qident(retired)).Error; err != nil {
 				return fmt.Errorf("retire %s: %w", m.table, err)
 			}
 			if err := tx.Exec(`ALTER TABLE ` + qident(RebuildSchema) + `.` + qident(m.table) + ` SET SCHEMA ` + qident(r.live)).Error; err != nil {
 				return fmt.Errorf("swap in %s: %w", m.table, err)
 			}
-			if err := copyGrants(tx, qident(retiredSchema)+"."+qident(m.table), r.qlive(m.table)); err != nil {
+			if err := copyGrants(tx, qident(retired)+"."+qident(m.table), r.qlive(m.table)); err != nil {
 				return err
 			}
 		}
@@ -806,6 +847,7 @@ func (r *rebuilder) swap(ctx context.Context, cursor int64) (held time.Duration,
 	}
 	r.counts = next
 	r.done += tail
+	r.seqsKept, r.retired = kept, retired
 	return held, tail, nil
 }
 
@@ -925,7 +967,10 @@ func (r *rebuilder) dryRun(ctx context.Context) (RebuildSummary, error) {
 	}
 	r.phase = "comparing"
 	r.report()
-	s.Tables, err = compareReadModels(tdb.WithContext(ctx), r.live, "pg_temp")
+	if s.Tables, err = compareReadModels(tdb.WithContext(ctx), r.live, "pg_temp"); err != nil {
+		return r.summary(s), err
+	}
+	s.SeqsWouldLower, err = countRoomsBelowLive(tdb.WithContext(ctx), r.live, "pg_temp")
 	return r.summary(s), err
 }
 

@@ -178,7 +178,8 @@ func TestRebuildKeepsIndexesAndGrants(t *testing.T) {
 			AND tablename IN ('rooms', 'messages', 'room_members') ORDER BY 1, 2`)
 	}
 	grants := func() [][]any {
-		return dump(t, f.db, `SELECT table_name, privilege_type FROM information_schema.role_table_grants WHERE grantee = 'rc_reader' ORDER BY 1, 2`)
+		return dump(t, f.db, `SELECT table_name, privilege_type FROM information_schema.role_table_grants
+			WHERE grantee = 'rc_reader' AND table_schema = current_schema() ORDER BY 1, 2`)
 	}
 	beforeIdx, beforeGrants := state(), grants()
 	rebuild(t, f.db, projections.RebuildOptions{})

@@ -226,13 +226,17 @@ func runDLQRedrive(ctx context.Context, args []string, env Getenv, stdout, stder
 		fmt.Fprintf(stdout, "redrive %s (%s) from %d/%d: %s\n", d.id, d.typ, d.msg.Partition, d.msg.Offset, d.reason)
 	}
 	if len(send) > 0 && !*dry {
-		producer, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, cfg.Kafka.ProducerConfig())
+		pc, serr := topicProducerConfig(cfg.Kafka, cfg.Topic)
+		if serr != nil {
+			log.Warn("re-driven messages keep Sarama's size limit", slog.Int("max_message_bytes", pc.Producer.MaxMessageBytes), slog.Any("error", serr))
+		}
+		producer, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, pc)
 		if err != nil {
 			return fmt.Errorf("connect to kafka %v: %w", cfg.Kafka.Brokers, err)
 		}
 		defer func() { _ = producer.Close() }()
 		if err := producer.SendMessages(send); err != nil {
-			return fmt.Errorf("redrive %d dead letters to %s: %w", len(send), cfg.Topic, err)
+			return fmt.Errorf("redrive %d dead letters to %s: %w", len(send), cfg.Topic, firstProducerError(err))
 		}
 	}
 	verb := "sent"
@@ -250,12 +254,14 @@ func redriveMessage(topic string, d deadLetter) *sarama.ProducerMessage {
 	var headers []sarama.RecordHeader
 	for _, h := range d.msg.Headers {
 		switch string(h.Key) {
-		case "reason_poisoned", "topic_poisoned", "handler_poisoned", "subscriber_poisoned", "_watermill_message_uuid", "redriven_from":
+		case "reason_poisoned", "topic_poisoned", "handler_poisoned", "subscriber_poisoned", "_watermill_message_uuid", consumers.RedrivenHeader:
 		default:
 			headers = append(headers, *h)
 		}
 	}
-	headers = append(headers, sarama.RecordHeader{Key: []byte("redriven_from"),
+	// The header marks it as re-driven: an edit then applies only if it is
+	// not older than its message's state (projections/redrive.go).
+	headers = append(headers, sarama.RecordHeader{Key: []byte(consumers.RedrivenHeader),
 		Value: fmt.Appendf(nil, "%s/%d/%d", d.msg.Topic, d.msg.Partition, d.msg.Offset)})
 	pm := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(d.msg.Value), Headers: headers}
 	if d.msg.Key != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -13,18 +12,15 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/IBM/sarama"
 	"gorm.io/gorm"
 
-	"github.com/roomcast/roomcast/consumers"
-	"github.com/roomcast/roomcast/domain"
 	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
-	"github.com/roomcast/roomcast/publishers"
 )
 
-const replayUsage = `replay rebuild [-dry-run] [-restart] [-chunk N] [-progress-every D]
-  or   replay kafka -from earliest|<RFC3339 time> [-notify] [-dry-run] [-dead-letter=true] [-batch N] [-progress-every D]`
+const replayUsage = `replay rebuild [-dry-run] [-restart] [-force] [-chunk N] [-progress-every D]
+  or   replay drop-retired [-dry-run]
+  or   replay kafka -from earliest|<RFC3339 time> [-notify] [-dry-run] [-live-group G|-] [-dead-letter=true] [-batch N] [-progress-every D]`
 
 // runReplay is `roomcast replay rebuild|kafka ...`.
 func runReplay(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
@@ -41,8 +37,10 @@ func runReplay(ctx context.Context, args []string, env Getenv, stdout, stderr io
 		return runReplayRebuild(ctx, args[1:], env, stdout, stderr)
 	case "kafka":
 		return runReplayKafka(ctx, args[1:], env, stdout, stderr)
+	case "drop-retired":
+		return runReplayDropRetired(ctx, args[1:], env, stdout)
 	}
-	return fmt.Errorf("%w: replay %q: want rebuild or kafka: %s", errUsage, args[0], replayUsage)
+	return fmt.Errorf("%w: replay %q: want rebuild, kafka or drop-retired: %s", errUsage, args[0], replayUsage)
 }
 
 // openCheckedDB opens the database and refuses one whose migrations are behind.
@@ -70,6 +68,7 @@ func runReplayRebuild(ctx context.Context, args []string, env Getenv, stdout, st
 	fs.SetOutput(io.Discard)
 	dry := fs.Bool("dry-run", false, "build into temporary tables and report what would change; change nothing")
 	restart := fs.Bool("restart", false, "discard an interrupted rebuild instead of resuming it")
+	force := fs.Bool("force", false, "swap even if some room's rebuilt last seq is lower than the live one (such a room keeps its live last seq)")
 	chunk := fs.Int("chunk", 10000, "events per transaction")
 	every := fs.Duration("progress-every", 10*time.Second, "interval of progress log lines when not on a terminal")
 	if err := fs.Parse(args); err != nil {
@@ -91,7 +90,7 @@ func runReplayRebuild(ctx context.Context, args []string, env Getenv, stdout, st
 
 	prog := newProgress(stderr, log, "rebuild", *every)
 	s, err := projections.Rebuild(ctx, db, projections.RebuildOptions{
-		ChunkSize: *chunk, DryRun: *dry, Restart: *restart, Log: log,
+		ChunkSize: *chunk, DryRun: *dry, Restart: *restart, Force: *force, Log: log,
 		Progress: func(p projections.RebuildProgress) { prog.set(p.Done, p.Total) },
 	})
 	prog.finish()
@@ -128,6 +127,13 @@ func printRebuildSummary(w io.Writer, s projections.RebuildSummary) {
 	if s.Swapped {
 		fmt.Fprintf(w, "swapped in: live projection waited %v while the last %d events applied and the tables swapped\n",
 			s.LockHeld.Round(100*time.Microsecond), s.TailEvents)
+		fmt.Fprintf(w, "the replaced read models are kept in schema %s; `roomcast replay drop-retired` drops them\n", s.Retired)
+	}
+	if s.SeqsKept > 0 {
+		fmt.Fprintf(w, "forced: %d rooms kept their live last seq, higher than the rebuilt one (their next events continue after it)\n", s.SeqsKept)
+	}
+	if s.SeqsWouldLower > 0 {
+		fmt.Fprintf(w, "warning: the rebuilt tables would lower %d rooms' last seq below what clients saw: a rebuild refuses to swap them unless -force\n", s.SeqsWouldLower)
 	}
 	if s.SeqMismatches > 0 {
 		fmt.Fprintf(w, "warning: %d room events got another seq than live projection gave them (clients saw the old ones)\n", s.SeqMismatches)
@@ -173,307 +179,4 @@ func logSummary(log *slog.Logger, c projections.Counts, elapsed time.Duration, e
 		return
 	}
 	log.Info("replay finished", attrs...)
-}
-
-// ---- replay kafka ----
-
-func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("replay kafka", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	from := fs.String("from", "", "earliest, or an RFC 3339 time: each partition from its first message at or after it")
-	notify := fs.Bool("notify", false, "owe the replayed events' deliveries to Pusher and send them (clients see them again)")
-	dry := fs.Bool("dry-run", false, "report what would change; change nothing and send nothing")
-	deadLetter := fs.Bool("dead-letter", true, "send events that break the contract or cannot apply to the dead-letter topic")
-	batchMax := fs.Int("batch", 2000, "most events per transaction")
-	liveGroup := fs.String("live-group", "", "without -notify, stop each partition at this group's committed offset (default $KAFKA_CONSUMER_GROUP; \"-\" reads to the end)")
-	every := fs.Duration("progress-every", 10*time.Second, "interval of progress log lines when not on a terminal")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v: %s", errUsage, err, replayUsage)
-	}
-	if fs.NArg() > 0 || *batchMax <= 0 || *every <= 0 {
-		return fmt.Errorf("%w: replay kafka: unexpected %q: %s", errUsage, strings.Join(fs.Args(), " "), replayUsage)
-	}
-	var since time.Time
-	switch {
-	case *from == "":
-		return fmt.Errorf("%w: replay kafka needs -from earliest or -from <RFC3339 time>", errUsage)
-	case *from == "earliest":
-	default:
-		t, err := time.Parse(time.RFC3339Nano, *from)
-		if err != nil {
-			return fmt.Errorf("%w: replay kafka -from %q: not earliest nor an RFC 3339 time such as 2026-11-27T08:00:00Z", errUsage, *from)
-		}
-		since = t
-	}
-	needs := []string{"kafka", "database"}
-	if *notify && !*dry {
-		needs = append(needs, "pusher")
-	}
-	cfg, err := loadConfig(env, needs...)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg, stderr).With(slog.String("command", "replay kafka"), slog.String("topic", cfg.Topic))
-	db, err := openCheckedDB(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = projections.Close(db) }()
-
-	// Without -notify, events the live group has not consumed yet must stay
-	// for it: applied silently here, its worker would see duplicates and no
-	// client would ever hear of them.
-	stopAt := ""
-	if !*notify {
-		stopAt = cmp.Or(*liveGroup, cfg.ConsumerGroup)
-		if stopAt == "-" {
-			stopAt = ""
-		}
-	}
-	hist, err := consumers.OpenHistory(consumers.HistoryConfig{Kafka: cfg.Kafka, Topic: cfg.Topic, Since: since, BatchMax: *batchMax, StopAtGroup: stopAt})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = hist.Close() }()
-	if left := hist.LeftToGroup(); left > 0 {
-		fmt.Fprintf(stdout, "leaving %d messages that consumer group %s has not consumed yet to it (its worker notifies clients of them)\n", left, stopAt)
-	}
-	replayer, err := projections.NewReplayer(ctx, db, projections.ReplayOptions{Notify: *notify, DryRun: *dry})
-	if err != nil {
-		return err
-	}
-	defer replayer.Close()
-
-	rk := &kafkaReplay{cfg: cfg, log: log, replayer: replayer, dry: *dry}
-	if *deadLetter && !*dry {
-		if rk.dlq, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, cfg.Kafka.ProducerConfig()); err != nil {
-			return fmt.Errorf("connect to kafka %v: %w", cfg.Kafka.Brokers, err)
-		}
-		defer func() { _ = rk.dlq.Close() }()
-	}
-	// With -notify the replay owes deliveries; a dispatcher of its own sends
-	// them when no `roomcast run` leads the outbox (otherwise that one does).
-	var stopDispatch func() error
-	if *notify && !*dry {
-		rk.wake, stopDispatch = startDispatcher(ctx, cfg, db, log)
-	}
-
-	log.Info("replaying", slog.Any("spans", hist.Spans()), slog.Int64("messages", hist.Messages()),
-		slog.Bool("notify", *notify), slog.Bool("dry_run", *dry))
-	start := time.Now()
-	prog := newProgress(stderr, log, "replay kafka", *every)
-	total := hist.Messages()
-	err = hist.Read(ctx, func(msgs []*sarama.ConsumerMessage) error {
-		if err := rk.batch(ctx, msgs); err != nil {
-			return err
-		}
-		prog.set(rk.counts.Total().Read, total)
-		return nil
-	})
-	prog.finish()
-	var changes []projections.TableChange
-	if err == nil && *dry {
-		changes, err = replayer.Changes(ctx)
-	}
-	if err == nil && stopDispatch != nil {
-		err = rk.waitDelivered(ctx, db)
-	}
-	if stopDispatch != nil {
-		if derr := stopDispatch(); err == nil {
-			err = derr
-		}
-	}
-	elapsed := time.Since(start)
-	title := "replay kafka"
-	switch {
-	case *dry:
-		title += " (dry run: nothing changed, nothing sent)"
-	case *notify:
-		title += " (-notify: deliveries owed to Pusher)"
-	default:
-		title += " (nothing sent to Pusher)"
-	}
-	printCounts(stdout, title, rk.counts, elapsed, true)
-	if len(changes) > 0 {
-		fmt.Fprintln(stdout, "tables the replay would change:")
-		for _, t := range changes {
-			fmt.Fprintf(stdout, "  %s\n", t)
-		}
-	}
-	logSummary(log, rk.counts, elapsed, err)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return fmt.Errorf("replay interrupted (run it again: what was applied counts as duplicates): %w", err)
-		}
-		return err
-	}
-	return nil
-}
-
-// kafkaReplay projects batches of history read from Kafka.
-type kafkaReplay struct {
-	cfg      Config
-	log      *slog.Logger
-	replayer *projections.Replayer
-	dlq      sarama.SyncProducer // nil: do not dead-letter
-	dry      bool
-	wake     func()
-	counts   projections.Counts
-	maxOwed  int64
-}
-
-func (rk *kafkaReplay) batch(ctx context.Context, msgs []*sarama.ConsumerMessage) error {
-	items := make([]projections.Item, 0, len(msgs))
-	origin := make([]*sarama.ConsumerMessage, 0, len(msgs))
-	var dead []*sarama.ProducerMessage
-	deadLetter := func(m *sarama.ConsumerMessage, id, typ, reason string) {
-		rk.log.Warn("event in history dead-lettered", slog.String("event_id", id), slog.String("type", typ),
-			slog.String("reason", reason), slog.Int("partition", int(m.Partition)), slog.Int64("offset", m.Offset))
-		rk.counts.Problems = appendProblem(rk.counts.Problems, projections.Problem{EventID: id, Type: typ, Reason: reason})
-		if rk.dlq != nil {
-			dead = append(dead, deadLetterMessage(rk.cfg.DLQTopic, rk.cfg.Topic, m, reason))
-		}
-	}
-	for _, m := range msgs {
-		env, err := domain.Decode(m.Value)
-		if err != nil {
-			id, typ := sniffIDType(m.Value)
-			c := rk.counts.Of(typ)
-			c.Read++
-			c.Invalid++
-			deadLetter(m, id, typ, err.Error())
-			continue
-		}
-		items = append(items, projections.Item{Env: env, Src: projections.Source{Partition: m.Partition, Offset: m.Offset, Timestamp: m.Timestamp}})
-		origin = append(origin, m)
-	}
-	if len(items) > 0 {
-		results, err := rk.project(ctx, items)
-		if err != nil {
-			return err
-		}
-		for i, r := range results {
-			env := items[i].Env
-			c := rk.counts.Of(string(env.Type))
-			c.Read++
-			switch {
-			case r.Err != nil:
-				c.Rejected++
-				deadLetter(origin[i], env.ID, string(env.Type), r.Err.Error())
-			case r.Outcome == projections.Applied:
-				c.Applied++
-			case r.Outcome == projections.Unchanged:
-				c.Unchanged++
-			default: // Duplicate, Conflict: already stored
-				c.Duplicates++
-			}
-		}
-	}
-	if len(dead) > 0 {
-		if err := rk.dlq.SendMessages(dead); err != nil {
-			return fmt.Errorf("dead-letter %d events to %s: %w", len(dead), rk.cfg.DLQTopic, err)
-		}
-	}
-	if rk.wake != nil {
-		rk.wake()
-	}
-	return nil
-}
-
-// project retries a transient failure a few times (a replay can be run
-// again, so giving up is safe).
-func (rk *kafkaReplay) project(ctx context.Context, items []projections.Item) ([]projections.Result, error) {
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		results, err := rk.replayer.Project(ctx, items)
-		if err == nil || attempt == 6 || ctx.Err() != nil {
-			return results, err
-		}
-		rk.log.Warn("replay batch failed; retrying", slog.Int("attempt", attempt), slog.Any("error", err))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff *= 2
-	}
-}
-
-// waitDelivered waits until the outbox holds no pending delivery up to the
-// newest one there now (those this replay owed included).
-func (rk *kafkaReplay) waitDelivered(ctx context.Context, db *gorm.DB) error {
-	var newest int64
-	if err := db.WithContext(ctx).Raw(`SELECT COALESCE(max(id), 0) FROM deliveries`).Scan(&newest).Error; err != nil {
-		return fmt.Errorf("read the outbox: %w", err)
-	}
-	last := time.Now()
-	for {
-		var pending int64
-		if err := db.WithContext(ctx).Raw(`SELECT count(*) FROM deliveries WHERE id <= ? AND delivered_at IS NULL AND parked_at IS NULL`, newest).Scan(&pending).Error; err != nil {
-			return fmt.Errorf("read the outbox: %w", err)
-		}
-		if pending == 0 {
-			return nil
-		}
-		if time.Since(last) > 10*time.Second {
-			rk.log.Info("waiting for Pusher to accept the replayed deliveries", slog.Int64("pending", pending))
-			last = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d deliveries still pending (the outbox keeps them; `roomcast run` sends them): %w", pending, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// startDispatcher runs an outbox dispatcher until the returned stop is called.
-func startDispatcher(ctx context.Context, cfg Config, db *gorm.DB, log *slog.Logger) (wake func(), stop func() error) {
-	outbox := projections.NewOutbox(db)
-	if cfg.Retention != 0 {
-		outbox.KeepDelivered()
-	}
-	d := publishers.NewDispatcher(outbox, publishers.NewClient(cfg.Pusher), publishers.DispatcherConfig{
-		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention,
-		Logger: log.With(slog.String("component", "dispatcher")),
-	})
-	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- d.Run(dctx) }()
-	return d.Wake, func() error {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			return fmt.Errorf("dispatcher: %w", err)
-		}
-		return nil
-	}
-}
-
-// deadLetterMessage is m for the dead-letter topic as the worker writes it:
-// key, value and headers unchanged, plus the reason (Watermill's poison-queue keys).
-func deadLetterMessage(dlqTopic, topic string, m *sarama.ConsumerMessage, reason string) *sarama.ProducerMessage {
-	headers := make([]sarama.RecordHeader, 0, len(m.Headers)+3)
-	for _, h := range m.Headers {
-		switch string(h.Key) {
-		case "reason_poisoned", "topic_poisoned", "handler_poisoned":
-		default:
-			headers = append(headers, *h)
-		}
-	}
-	headers = append(headers,
-		sarama.RecordHeader{Key: []byte("reason_poisoned"), Value: []byte(reason)},
-		sarama.RecordHeader{Key: []byte("topic_poisoned"), Value: []byte(topic)},
-		sarama.RecordHeader{Key: []byte("handler_poisoned"), Value: []byte("replay")})
-	pm := &sarama.ProducerMessage{Topic: dlqTopic, Value: sarama.ByteEncoder(m.Value), Headers: headers, Timestamp: m.Timestamp}
-	if m.Key != nil {
-		pm.Key = sarama.ByteEncoder(m.Key)
-	}
-	return pm
-}
-
-func appendProblem(ps []projections.Problem, p projections.Problem) []projections.Problem {
-	if len(ps) < 100 {
-		ps = append(ps, p)
-	}
-	return ps
 }

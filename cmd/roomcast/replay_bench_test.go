@@ -35,7 +35,7 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	_ = producer.Close()
 	env := []string{"KAFKA_BROKERS=" + strings.Join(st.kafka.Brokers(), ","), "KAFKA_TOPIC=" + topic,
-		"KAFKA_DLQ_TOPIC=chat.events.dlq", "DATABASE_URL=" + dbURL, "LOG_LEVEL=warn", "KAFKA_CONSUMER_GROUP=bench-none"}
+		"KAFKA_DLQ_TOPIC=chat.events.dlq", "DATABASE_URL=" + dbURL, "LOG_LEVEL=warn"}
 	replay := func(name string, args ...string) {
 		b.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
@@ -54,7 +54,7 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		args := []string{"replay", "kafka", "-from", "earliest"}
+		args := []string{"replay", "kafka", "-from", "earliest", "-live-group", "-"} // no worker: read to the end
 		if v := os.Getenv("REPLAY_BENCH_BATCH"); v != "" {
 			args = append(args, "-batch", v)
 		}
