@@ -228,14 +228,44 @@ func TestMigrationsBehind(t *testing.T) {
 	if versions < 2 {
 		t.Fatalf("migrate status lists %d migrations", versions)
 	}
-	for v := versions; v >= 1; v-- {
+	for v := versions; v > 1; v-- {
 		out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down"}, env, nil)
 		if want := fmt.Sprintf("rolled back migration %05d", v); err != nil || !strings.Contains(out, want) {
 			t.Fatalf("migrate down: %v\n%s\nwant %q", err, out, want)
 		}
-		if l := statusLine(status()); v > 1 && !strings.Contains(l, "applied") {
+		if l := statusLine(status()); !strings.Contains(l, "applied") {
 			t.Errorf("migrate status after rolling back %05d: 00001 line %q, want still applied", v, l)
 		}
+	}
+	// 00001 drops the event store: refused, saying what it would drop,
+	// unless the operator says so.
+	if _, err := s.db.Exec(t.Context(), `INSERT INTO events (id, type, source, data, fingerprint, occurred_at) VALUES ('e-1', 'chat.message.created', 'test', '{}', 'f', now())`); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down"}, env, nil)
+	t.Logf("migrate down at 00001: %v", err)
+	if err == nil || errors.Is(err, errUsage) {
+		t.Fatalf("migrate down at 00001 without -yes-drop-tables: %v\n%s; want a refusal", err, out)
+	}
+	for _, want := range []string{"events (1 row): the event store", "messages (0 rows)", "deliveries", "-yes-drop-tables", "Nothing was changed"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal does not say %q:\n%v", want, err)
+		}
+	}
+	if n := s.mustCount(`SELECT count(*) FROM events`); n != 1 {
+		t.Errorf("events after the refused migrate down: %d rows, want 1", n)
+	}
+	if l := statusLine(status()); !strings.Contains(l, "applied") {
+		t.Errorf("migrate status after the refused down: 00001 line %q, want still applied", l)
+	}
+	for _, args := range [][]string{{"migrate", "up", "-yes-drop-tables"}, {"migrate", "down", "-yes-drop-table"}, {"migrate", "down", "now"}} {
+		if _, _, err := runQuick(t, 30*time.Second, args, env, nil); !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+	out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down", "-yes-drop-tables"}, env, nil)
+	if err != nil || !strings.Contains(out, "rolled back migration 00001") || !strings.Contains(out, "dropped table events (1 row)") {
+		t.Fatalf("migrate down -yes-drop-tables: %v\n%s", err, out)
 	}
 	if l := statusLine(status()); !strings.Contains(l, "pending") {
 		t.Errorf("migrate status after down: 00001 line %q, want pending", l)
