@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -378,5 +379,57 @@ func TestConfigDeliveryRetention(t *testing.T) {
 		if cfg.Retention != want {
 			t.Errorf("DELIVERY_RETENTION=%q: retention %v, want %v", value, cfg.Retention, want)
 		}
+	}
+}
+
+// TestConfigRefusesCleartextCredentials: SASL PLAIN without TLS and Pusher's
+// clusters over plain HTTP are refused, naming the settings, unless allowed
+// explicitly; SCRAM, TLS and a Pusher-compatible host of one's own are not.
+func TestConfigRefusesCleartextCredentials(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{
+		"KAFKA_BROKERS": "kafka:9092", "DATABASE_URL": "postgres://roomcast@db:5432/roomcast?sslmode=verify-full",
+		"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s", "PUSHER_CLUSTER": "eu",
+		"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "roomcast", "KAFKA_SASL_PASSWORD": "kafka-pw",
+	}
+	cases := []struct {
+		name string
+		env  map[string]string
+		want []string // in the error; none: accepted
+	}{
+		{"SASL PLAIN without TLS", map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN"},
+			[]string{"KAFKA_SASL_MECHANISM", "KAFKA_TLS", "KAFKA_ALLOW_INSECURE_SASL"}},
+		{"SASL PLAIN with KAFKA_TLS=false", map[string]string{"KAFKA_SASL_MECHANISM": "plain", "KAFKA_TLS": "false"},
+			[]string{"KAFKA_ALLOW_INSECURE_SASL"}},
+		{"SASL PLAIN without TLS, allowed", map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_ALLOW_INSECURE_SASL": "true"}, nil},
+		{"SASL PLAIN over TLS", map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_TLS": "true"}, nil},
+		{"SCRAM without TLS", map[string]string{"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}, nil},
+		{"Pusher cluster over HTTP", map[string]string{"PUSHER_USE_TLS": "false"},
+			[]string{"PUSHER_USE_TLS", "PUSHER_CLUSTER", "PUSHER_ALLOW_INSECURE"}},
+		{"Pusher cluster over HTTP, allowed", map[string]string{"PUSHER_USE_TLS": "false", "PUSHER_ALLOW_INSECURE": "true"}, nil},
+		{"own Pusher-compatible host over HTTP", map[string]string{"PUSHER_USE_TLS": "false", "PUSHER_HOST": "soketi:6001"}, nil},
+		{"a malformed allowance", map[string]string{"KAFKA_ALLOW_INSECURE_SASL": "yes please"}, []string{"KAFKA_ALLOW_INSECURE_SASL"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := maps.Clone(base)
+			maps.Copy(env, c.env)
+			_, err := loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+			switch {
+			case len(c.want) == 0 && err != nil:
+				t.Errorf("refused: %v", err)
+			case len(c.want) > 0 && err == nil:
+				t.Errorf("accepted, want an error naming %v", c.want)
+			case err != nil:
+				for _, w := range c.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("the error does not name %s: %v", w, err)
+					}
+				}
+				if strings.Contains(err.Error(), "kafka-pw") {
+					t.Errorf("the error shows the password: %v", err)
+				}
+			}
+		})
 	}
 }
