@@ -9,13 +9,20 @@ FUZZTIME ?= 20s
 run:
 	$(GO) run ./cmd/roomcast dev
 
-## test: the whole real-parts suite with -race, then a short fuzz of the event decoder
+# ALERTS: the alert rules' tests, a module of their own (Prometheus' engine
+# stays out of roomcast's go.mod). Without -race: they run in one goroutine,
+# and building Prometheus with the race detector costs two minutes.
+ALERTS  ?= deployments/alerts
+
+## test: the whole real-parts suite with -race, the alert rules, then a short fuzz of the event decoder
 test: vet
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	cd $(ALERTS) && $(GO) test -count=1 ./...
 	$(GO) test ./domain/ -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME)
 
 vet:
 	$(GO) vet $(PKGS)
+	cd $(ALERTS) && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (echo "gofmt needed on:"; gofmt -l .; exit 1)
 
 ## build: the roomcast binary in bin/

@@ -23,6 +23,7 @@ var ErrBehind = errors.New("database migrations are behind")
 // Migrator applies and inspects the embedded migrations on one database.
 type Migrator struct {
 	provider *goose.Provider
+	db       *sql.DB
 }
 
 // Status is one migration's state.
@@ -47,7 +48,7 @@ func New(db *sql.DB) (*Migrator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
-	return &Migrator{provider: p}, nil
+	return &Migrator{provider: p, db: db}, nil
 }
 
 // Up applies every pending migration and returns the versions it applied.

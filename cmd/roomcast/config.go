@@ -113,6 +113,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	c.Kafka.SASLUsername = get("KAFKA_SASL_USERNAME", "")
 	c.Kafka.SASLPassword = env("KAFKA_SASL_PASSWORD")
 	c.Kafka.TLS = parseBool("KAFKA_TLS", false)
+	allowInsecureSASL := parseBool("KAFKA_ALLOW_INSECURE_SASL", false)
 	c.Pusher = publishers.ClientConfig{
 		AppID:   get("PUSHER_APP_ID", ""),
 		Key:     get("PUSHER_KEY", ""),
@@ -121,6 +122,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 		Host:    get("PUSHER_HOST", ""),
 		UseTLS:  parseBool("PUSHER_USE_TLS", true),
 	}
+	allowInsecurePusher := parseBool("PUSHER_ALLOW_INSECURE", false)
 	c.MaxInFlight = parseInt("PUSHER_MAX_IN_FLIGHT", 128)
 	c.BatchEvents = parseInt("PUSHER_BATCH_EVENTS", 10)
 	if c.BatchEvents > 10 {
@@ -169,6 +171,10 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 		switch need {
 		case "kafka":
 			errs = append(errs, c.Kafka.Validate())
+			if c.Kafka.SASLMechanism == "PLAIN" && !c.Kafka.TLS && !allowInsecureSASL {
+				errs = append(errs, errors.New("KAFKA_SASL_MECHANISM: PLAIN without KAFKA_TLS=true sends KAFKA_SASL_PASSWORD in clear text: "+
+					"set KAFKA_TLS=true (or use SCRAM), or KAFKA_ALLOW_INSECURE_SASL=true to accept that"))
+			}
 			if c.InitialOffset != "earliest" && c.InitialOffset != "latest" {
 				errs = append(errs, fmt.Errorf("KAFKA_INITIAL_OFFSET: %q is not earliest or latest", c.InitialOffset))
 			}
@@ -179,6 +185,13 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 			errs = append(errs, validateDatabaseURL(c.DatabaseURL))
 		case "pusher":
 			errs = append(errs, validatePusher(c.Pusher))
+			// A Pusher-compatible server of your own (PUSHER_HOST) may speak
+			// plain HTTP inside your network; Pusher's clusters are across
+			// the internet, where the events would travel in clear text.
+			if !c.Pusher.UseTLS && c.Pusher.Host == "" && c.Pusher.Cluster != "" && !allowInsecurePusher {
+				errs = append(errs, errors.New("PUSHER_USE_TLS: false with PUSHER_CLUSTER (Pusher itself, no PUSHER_HOST) sends every event in clear text over the internet: "+
+					"leave PUSHER_USE_TLS=true, or set PUSHER_ALLOW_INSECURE=true to accept that"))
+			}
 		case "http":
 			if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 				errs = append(errs, fmt.Errorf("HTTP_ADDR: %q is not host:port (for example :8080)", c.HTTPAddr))

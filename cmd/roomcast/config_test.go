@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -228,14 +229,44 @@ func TestMigrationsBehind(t *testing.T) {
 	if versions < 2 {
 		t.Fatalf("migrate status lists %d migrations", versions)
 	}
-	for v := versions; v >= 1; v-- {
+	for v := versions; v > 1; v-- {
 		out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down"}, env, nil)
 		if want := fmt.Sprintf("rolled back migration %05d", v); err != nil || !strings.Contains(out, want) {
 			t.Fatalf("migrate down: %v\n%s\nwant %q", err, out, want)
 		}
-		if l := statusLine(status()); v > 1 && !strings.Contains(l, "applied") {
+		if l := statusLine(status()); !strings.Contains(l, "applied") {
 			t.Errorf("migrate status after rolling back %05d: 00001 line %q, want still applied", v, l)
 		}
+	}
+	// 00001 drops the event store: refused, saying what it would drop,
+	// unless the operator says so.
+	if _, err := s.db.Exec(t.Context(), `INSERT INTO events (id, type, source, data, fingerprint, occurred_at) VALUES ('e-1', 'chat.message.created', 'test', '{}', 'f', now())`); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down"}, env, nil)
+	t.Logf("migrate down at 00001: %v", err)
+	if err == nil || errors.Is(err, errUsage) {
+		t.Fatalf("migrate down at 00001 without -yes-drop-tables: %v\n%s; want a refusal", err, out)
+	}
+	for _, want := range []string{"events (1 row): the event store", "messages (0 rows)", "deliveries", "-yes-drop-tables", "Nothing was changed"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal does not say %q:\n%v", want, err)
+		}
+	}
+	if n := s.mustCount(`SELECT count(*) FROM events`); n != 1 {
+		t.Errorf("events after the refused migrate down: %d rows, want 1", n)
+	}
+	if l := statusLine(status()); !strings.Contains(l, "applied") {
+		t.Errorf("migrate status after the refused down: 00001 line %q, want still applied", l)
+	}
+	for _, args := range [][]string{{"migrate", "up", "-yes-drop-tables"}, {"migrate", "down", "-yes-drop-table"}, {"migrate", "down", "now"}} {
+		if _, _, err := runQuick(t, 30*time.Second, args, env, nil); !errors.Is(err, errUsage) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+	out, _, err = runQuick(t, 30*time.Second, []string{"migrate", "down", "-yes-drop-tables"}, env, nil)
+	if err != nil || !strings.Contains(out, "rolled back migration 00001") || !strings.Contains(out, "dropped table events (1 row)") {
+		t.Fatalf("migrate down -yes-drop-tables: %v\n%s", err, out)
 	}
 	if l := statusLine(status()); !strings.Contains(l, "pending") {
 		t.Errorf("migrate status after down: 00001 line %q, want pending", l)
@@ -389,5 +420,57 @@ func TestConfigEventMaxBytesAndStallAfter(t *testing.T) {
 				t.Errorf("%s=%q: error %v does not name %s", name, value, err, name)
 			}
 		}
+	}
+}
+
+// TestConfigRefusesCleartextCredentials: SASL PLAIN without TLS and Pusher's
+// clusters over plain HTTP are refused, naming the settings, unless allowed
+// explicitly; SCRAM, TLS and a Pusher-compatible host of one's own are not.
+func TestConfigRefusesCleartextCredentials(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{
+		"KAFKA_BROKERS": "kafka:9092", "DATABASE_URL": "postgres://roomcast@db:5432/roomcast?sslmode=verify-full",
+		"PUSHER_APP_ID": "1", "PUSHER_KEY": "k", "PUSHER_SECRET": "s", "PUSHER_CLUSTER": "eu",
+		"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "roomcast", "KAFKA_SASL_PASSWORD": "kafka-pw",
+	}
+	cases := []struct {
+		name string
+		env  map[string]string
+		want []string // in the error; none: accepted
+	}{
+		{"SASL PLAIN without TLS", map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN"},
+			[]string{"KAFKA_SASL_MECHANISM", "KAFKA_TLS", "KAFKA_ALLOW_INSECURE_SASL"}},
+		{"SASL PLAIN with KAFKA_TLS=false", map[string]string{"KAFKA_SASL_MECHANISM": "plain", "KAFKA_TLS": "false"},
+			[]string{"KAFKA_ALLOW_INSECURE_SASL"}},
+		{"SASL PLAIN without TLS, allowed", map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_ALLOW_INSECURE_SASL": "true"}, nil},
+		{"SASL PLAIN over TLS", map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_TLS": "true"}, nil},
+		{"SCRAM without TLS", map[string]string{"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}, nil},
+		{"Pusher cluster over HTTP", map[string]string{"PUSHER_USE_TLS": "false"},
+			[]string{"PUSHER_USE_TLS", "PUSHER_CLUSTER", "PUSHER_ALLOW_INSECURE"}},
+		{"Pusher cluster over HTTP, allowed", map[string]string{"PUSHER_USE_TLS": "false", "PUSHER_ALLOW_INSECURE": "true"}, nil},
+		{"own Pusher-compatible host over HTTP", map[string]string{"PUSHER_USE_TLS": "false", "PUSHER_HOST": "soketi:6001"}, nil},
+		{"a malformed allowance", map[string]string{"KAFKA_ALLOW_INSECURE_SASL": "yes please"}, []string{"KAFKA_ALLOW_INSECURE_SASL"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := maps.Clone(base)
+			maps.Copy(env, c.env)
+			_, err := loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+			switch {
+			case len(c.want) == 0 && err != nil:
+				t.Errorf("refused: %v", err)
+			case len(c.want) > 0 && err == nil:
+				t.Errorf("accepted, want an error naming %v", c.want)
+			case err != nil:
+				for _, w := range c.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("the error does not name %s: %v", w, err)
+					}
+				}
+				if strings.Contains(err.Error(), "kafka-pw") {
+					t.Errorf("the error shows the password: %v", err)
+				}
+			}
+		})
 	}
 }

@@ -66,6 +66,18 @@ func parseDockerfile(where string, src []byte, fs *findings) *dockerImage {
 		fs.add("%s: not a multi-stage build", where)
 		return nil
 	}
+	// Every image the build pulls is pinned by digest: the frontend, each
+	// FROM that is not an earlier stage.
+	if syntax, _, _, ok := parser.DetectSyntax(src); ok {
+		checkPinned(where+": # syntax=", syntax, fs)
+	}
+	stageNames := map[string]bool{}
+	for _, st := range stages {
+		if !stageNames[strings.ToLower(st.BaseName)] && st.BaseName != "scratch" {
+			checkPinned(where+": FROM", st.BaseName, fs)
+		}
+		stageNames[st.Name] = true
+	}
 	built := map[string]bool{} // stages that compile ./cmd/roomcast statically
 	for _, st := range stages[:len(stages)-1] {
 		for _, c := range st.Commands {
@@ -272,6 +284,9 @@ func checkCompose(f *codeFacts, root string) findings {
 	var worker, migrate *types.ServiceConfig
 	for _, name := range slices.Sorted(maps.Keys(project.Services)) {
 		svc := project.Services[name]
+		if svc.Build == nil { // pulled, not built here: pinned by digest
+			checkPinned(where+": service "+name, svc.Image, &fs)
+		}
 		if !isRoomcastService(root, svc) {
 			continue
 		}

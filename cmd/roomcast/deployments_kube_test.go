@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -35,6 +36,7 @@ var kubeCodecs = func() serializer.CodecFactory {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, policyv1.AddToScheme, monitoringv1.AddToScheme,
+		networkingv1.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			panic(err)
@@ -81,6 +83,7 @@ type kubeSet struct {
 	jobs        []*batchv1.Job
 	services    []*corev1.Service
 	pdbs        []*policyv1.PodDisruptionBudget
+	netpols     []*networkingv1.NetworkPolicy
 	monitors    []*monitoringv1.ServiceMonitor
 	rules       []*monitoringv1.PrometheusRule
 	scaled      []*kedaScaledObject
@@ -126,6 +129,8 @@ func renderKustomization(root, dir string, fs *findings) *kubeSet {
 			ks.services = append(ks.services, o)
 		case *policyv1.PodDisruptionBudget:
 			ks.pdbs = append(ks.pdbs, o)
+		case *networkingv1.NetworkPolicy:
+			ks.netpols = append(ks.netpols, o)
 		case *monitoringv1.ServiceMonitor:
 			ks.monitors = append(ks.monitors, o)
 		case *monitoringv1.PrometheusRule:
@@ -171,7 +176,7 @@ func checkKubernetes(f *codeFacts, root string) findings {
 }
 
 func (ks *kubeSet) check(f *codeFacts, fs *findings, alerts map[string]string) {
-	for _, kind := range []string{"Deployment", "Job", "ConfigMap", "Secret", "PodDisruptionBudget", "Service"} {
+	for _, kind := range []string{"Deployment", "Job", "ConfigMap", "Secret", "PodDisruptionBudget", "Service", "NetworkPolicy"} {
 		if !ks.kinds[kind] {
 			fs.add("%s: has no %s", ks.where, kind)
 		}
@@ -216,6 +221,11 @@ func (ks *kubeSet) check(f *codeFacts, fs *findings, alerts map[string]string) {
 		}
 	}
 	port := httpPort(workerCfg)
+	at := fmt.Sprintf("%s: Deployment %s", ks.where, worker.Name)
+	checkStaticMembership(ks.where, worker, workerContainer, fs)
+	if workerCfg.DatabaseURL != "" {
+		ks.checkNetworkPolicies(at, podLabels, workerContainer, egressPorts(workerCfg, true, true), port, fs)
+	}
 	jobs := ks.checkServices(f, podLabels, workerContainer, port, fs)
 	ks.checkRules(f, jobs, fs, alerts)
 	for _, so := range ks.scaled {
@@ -491,7 +501,9 @@ func (ks *kubeSet) checkMigration(f *codeFacts, worker *appsv1.Deployment, worke
 			continue
 		}
 		found = true
-		ks.checkContainer(f, at, pod, c, fs)
+		if cfg, ok := ks.checkContainer(f, at, pod, c, fs); ok {
+			ks.checkNetworkPolicies(at, labels.Set(j.Spec.Template.Labels), c, egressPorts(cfg, false, false), 0, fs)
+		}
 		if c.Image != workerC.Image {
 			fs.add("%s: image %q is not the worker's %q: the migrations must be the ones that version embeds", at, c.Image, workerC.Image)
 		}

@@ -33,6 +33,9 @@ func runDev(ctx context.Context, args []string, env Getenv, stdout, stderr io.Wr
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: dev: %v", errUsage, err)
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: dev takes only flags, got %q", errUsage, fs.Args())
+	}
 	absDir, err := filepath.Abs(*dir)
 	if err != nil {
 		return err

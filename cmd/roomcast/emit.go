@@ -28,6 +28,9 @@ func runEmit(ctx context.Context, args []string, env Getenv, stdin io.Reader, st
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: emit: %v", errUsage, err)
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: emit reads stdin and takes no arguments, got %q", errUsage, fs.Args())
+	}
 	cfg, err := loadConfig(func(name string) string {
 		switch {
 		case name == "KAFKA_BROKERS" && *brokers != "":

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"gorm.io/gorm"
@@ -27,6 +28,7 @@ type worker struct {
 	consumer   *consumers.Consumer
 	dispatcher *publishers.Dispatcher
 	probe      *consumers.Probe
+	readiness  *readiness
 	registry   *prometheus.Registry
 	log        *slog.Logger
 	addr       string // the address the HTTP server listens on
@@ -64,31 +66,73 @@ func shutdownHTTP(srv *http.Server) {
 	_ = srv.Shutdown(ctx)
 }
 
-// ready answers 200 when Kafka and Postgres answer, the schema is current,
-// the consumer runs and Pusher accepts roomcast's credentials; otherwise 503
-// with one line per problem.
-func (w *worker) ready(rw http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	var problems []string
-	if err := projections.Ping(ctx, w.db); err != nil {
-		problems = append(problems, "postgres: "+err.Error())
-	} else if err := w.migrator.Check(ctx); err != nil {
-		problems = append(problems, "migrations: "+err.Error())
-	}
-	if err := w.probe.Check(ctx); err != nil {
-		problems = append(problems, "kafka: "+err.Error())
-	}
-	if !w.consumer.IsRunning() {
-		problems = append(problems, "consumer: not running")
-	}
-	if err := w.dispatcher.Degraded(); err != nil {
-		problems = append(problems, "pusher: "+err.Error())
-	}
+// ready answers 200 "ready" when the last round of readiness checks found
+// nothing wrong, otherwise 503 with one short line per problem. It asks
+// nothing of Postgres, Kafka or Pusher itself (see readiness).
+func (w *worker) ready(rw http.ResponseWriter, _ *http.Request) {
+	problems := w.readiness.snapshot(time.Now())
+	rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rw.Header().Set("Cache-Control", "no-store")
 	if len(problems) > 0 {
 		rw.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = rw.Write([]byte(strings.Join(problems, "\n") + "\n"))
 		return
 	}
 	_, _ = rw.Write([]byte("ready\n"))
+}
+
+// newWorkerReadiness is the checker of `roomcast run`: Postgres answers and
+// its migrations are current, Kafka answers and knows the topic, the
+// consumer runs, Pusher accepts the credentials, and whatever the consumer
+// and the dispatcher report as stalled (their Problems, when they have one).
+func newWorkerReadiness(cfg Config, log *slog.Logger, db *gorm.DB, migrator *migrations.Migrator,
+	probe *consumers.Probe, consumer *consumers.Consumer, dispatcher *publishers.Dispatcher) *readiness {
+	postgres := &readinessCheck{name: "postgres", probe: func(ctx context.Context) (string, error) {
+		if err := projections.Ping(ctx, db); err != nil {
+			return "unreachable", err
+		}
+		return "", nil
+	}}
+	schema := &readinessCheck{name: "migrations", after: postgres, probe: func(ctx context.Context) (string, error) {
+		switch err := migrator.Check(ctx); {
+		case err == nil:
+			return "", nil
+		case errors.Is(err, migrations.ErrBehind):
+			return "behind this roomcast's (run `roomcast migrate up`)", err
+		default:
+			return "version unreadable", err
+		}
+	}}
+	kafka := &readinessCheck{name: "kafka", probe: func(ctx context.Context) (string, error) {
+		switch err := probe.Check(ctx); {
+		case err == nil:
+			return "", nil
+		case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
+			return "topic " + cfg.Topic + " not found", err
+		default:
+			return "unreachable", err
+		}
+	}}
+	running := &readinessCheck{name: "consumer", probe: func(context.Context) (string, error) {
+		if !consumer.IsRunning() {
+			return "not running", nil
+		}
+		return "", nil
+	}}
+	pusher := &readinessCheck{name: "pusher", probe: func(context.Context) (string, error) {
+		if err := dispatcher.Degraded(); err != nil {
+			return "refuses the credentials", err
+		}
+		return "", nil
+	}}
+	// Consumer.Problems and Dispatcher.Problems come with the stall
+	// detection; until both exist, whichever has one is asked.
+	var sources []problemSource
+	for _, c := range []any{consumer, dispatcher} {
+		if s, ok := c.(problemSource); ok {
+			sources = append(sources, s)
+		}
+	}
+	return newReadiness(log.With(slog.String("component", "readiness")), secretsOf(cfg), sources,
+		postgres, schema, kafka, running, pusher)
 }

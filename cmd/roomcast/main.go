@@ -5,12 +5,14 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 )
 
@@ -18,7 +20,8 @@ const usage = `roomcast: chat events from Kafka into Postgres and out to Pusher
 
 Usage:
   roomcast run                      the worker: consume, project, fan out (health and metrics on HTTP_ADDR)
-  roomcast migrate [up|down|status] versioned SQL migrations (default: up)
+  roomcast migrate [up|down|status] versioned SQL migrations (default: up); down rolls back one
+  roomcast migrate down -yes-drop-tables   roll back a migration that drops tables (the event store) and their data
   roomcast healthcheck [-ready]     exit 0 when the worker at HTTP_ADDR answers /healthz (/readyz) with 200
   roomcast emit [-brokers B] [-topic T] read CloudEvents JSON lines on stdin and produce them to Kafka
   roomcast sample [-rooms N] [-messages N]  print a sample conversation as CloudEvents JSON lines
@@ -27,6 +30,8 @@ Usage:
   roomcast replay kafka -from earliest|<RFC3339> [-notify] [-dry-run]   re-consume the topic's history
   roomcast dlq list [-id ID] [-reason TEXT]        show the dead-letter topic
   roomcast dlq redrive (-id ID,...|-reason TEXT|-all) [-dry-run]   send chosen dead letters back to the events topic
+
+  roomcast <command> -h              that command's usage
 
 Configuration comes from the environment; see README.md.
 `
@@ -83,8 +88,21 @@ func run(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout
 		return fmt.Errorf("%w: no command", errUsage)
 	}
 	cmd, rest := args[0], args[1:]
+	err := runCommand(ctx, cmd, rest, env, stdin, stdout, stderr)
+	// Every command checks its arguments before it does anything, so a
+	// usage error asked for with -h, --help or help is an answer, not a failure.
+	if errors.Is(err, errUsage) && asksHelp(rest) {
+		_, err = io.WriteString(stdout, commandUsage(cmd))
+	}
+	return err
+}
+
+func runCommand(ctx context.Context, cmd string, rest []string, env Getenv, stdin io.Reader, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "run":
+		if err := noArguments(cmd, rest); err != nil {
+			return err
+		}
 		cfg, err := loadConfig(env, "kafka", "database", "pusher", "http")
 		if err != nil {
 			return err
@@ -104,12 +122,58 @@ func run(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout
 		return runReplay(ctx, rest, env, stdout, stderr)
 	case "dlq":
 		return runDLQ(ctx, rest, env, stdout, stderr)
-	case "help", "-h", "--help":
-		_, err := io.WriteString(stdout, usage)
+	case "help", "-h", "--help", "-help":
+		text := usage
+		if len(rest) > 0 && rest[0] != cmd {
+			text = commandUsage(rest[0])
+		}
+		_, err := io.WriteString(stdout, text)
 		return err
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
+}
+
+// noArguments refuses any argument to a command that takes none (a
+// mistyped flag must not start a worker).
+func noArguments(cmd string, args []string) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %s: %v", errUsage, cmd, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, cmd, strings.Join(fs.Args(), " "))
+	}
+	return nil
+}
+
+// asksHelp reports whether a command's arguments ask for its usage.
+func asksHelp(args []string) bool {
+	if len(args) > 0 && args[0] == "help" {
+		return true
+	}
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			return true
+		}
+	}
+	return false
+}
+
+// commandUsage is the part of usage about cmd (all of it for a command
+// roomcast does not have).
+func commandUsage(cmd string) string {
+	var lines []string
+	for l := range strings.SplitSeq(usage, "\n") {
+		if strings.HasPrefix(l, "  roomcast "+cmd+" ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return usage
+	}
+	return "Usage:\n" + strings.Join(lines, "\n") + "\n\nConfiguration comes from the environment; see README.md.\n"
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {

@@ -19,7 +19,7 @@ func runSample(args []string, stdout io.Writer) error {
 	fs.SetOutput(io.Discard)
 	rooms := fs.Int("rooms", 2, "rooms")
 	messages := fs.Int("messages", 3, "messages per room")
-	if err := fs.Parse(args); err != nil || *rooms < 1 || *messages < 1 {
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *rooms < 1 || *messages < 1 {
 		return fmt.Errorf("%w: sample [-rooms N] [-messages N] (N >= 1)", errUsage)
 	}
 	for _, line := range sampleEvents(*rooms, *messages, time.Now()) {

@@ -90,7 +90,8 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 
 	w := &worker{
 		db: db, migrator: migrator, consumer: consumer, dispatcher: dispatcher, probe: probe,
-		registry: reg, log: log,
+		readiness: newWorkerReadiness(cfg, log, db, migrator, probe, consumer, dispatcher),
+		registry:  reg, log: log,
 	}
 	srv, err := w.listen(cfg.HTTPAddr)
 	if err != nil {
@@ -131,6 +132,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 		})
 	})
 	g.Go(func() error { return w.serve(srv) })
+	g.Go(func() error { return w.readiness.run(gctx, consumer.Running()) })
 	if started != nil {
 		go func() {
 			select {
