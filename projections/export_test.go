@@ -9,6 +9,7 @@ const (
 	MarkDeliveredKeepSQL = markDeliveredKeepSQL
 	RecordFailureSQL     = recordFailureSQL
 	RedactDeliveriesSQL  = redactDeliveriesSQL
+	PendingInRoomsSQL    = pendingInRoomsSQL
 )
 
 func IDArray(ids []int64) any { return arr(ids) }
@@ -17,3 +18,8 @@ func IDArray(ids []int64) any { return arr(ids) }
 // after meeting a stored one (lookUpAfterStored); 0 keeps every batch
 // optimistic.
 func SetLookUpFor(p *Projector, d time.Duration) { p.lookUpFor = d }
+
+// RoomsArgs binds pendingInRoomsSQL's arguments.
+func RoomsArgs(rooms []string, after []int64, n []int32) []any {
+	return []any{arr(rooms), arr(after), arr(n)}
+}

@@ -17,9 +17,12 @@ import (
 
 // Outbox is what the dispatcher needs from the store of owed deliveries.
 // PendingExcept returns deliveries oldest first (each room's in seq order),
-// leaving out those whose ids are in exclude.
+// leaving out those whose ids are in exclude and those of the rooms in
+// skipRooms. PendingInRooms returns, for each rooms[i], up to limits[i] of
+// its deliveries with ids above after[i], in id order.
 type Outbox interface {
-	PendingExcept(ctx context.Context, limit int, exclude []int64) ([]domain.Delivery, error)
+	PendingExcept(ctx context.Context, limit int, exclude []int64, skipRooms []string) ([]domain.Delivery, error)
+	PendingInRooms(ctx context.Context, rooms []string, after []int64, limits []int) ([]domain.Delivery, error)
 	MarkDelivered(ctx context.Context, ids []int64) error
 	RecordFailure(ctx context.Context, ids []int64, reason string) error
 	Park(ctx context.Context, id int64, reason string) error
@@ -55,6 +58,10 @@ type DispatcherConfig struct {
 	// outbox at most, and holds at most for sending (default 5000); handoffs
 	// (see Handoff) may fill that up to twice as much.
 	Fetch int
+	// RoomHold is the most deliveries of one room held waiting (default
+	// 200, 20 calls' worth); a room with more owed is read on its own as its
+	// lane drains (see fairness.go), so that it cannot crowd out the others.
+	RoomHold int
 	// PollInterval is how often the outbox is read when nothing wakes the
 	// dispatcher, and how often leadership is checked (default 1s).
 	PollInterval time.Duration
@@ -79,6 +86,10 @@ func (c *DispatcherConfig) setDefaults() {
 	if c.Fetch <= 0 {
 		c.Fetch = 5000
 	}
+	if c.RoomHold <= 0 {
+		c.RoomHold = 20 * c.BatchEvents
+	}
+	c.RoomHold = max(c.RoomHold, 2)
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
 	}
@@ -249,31 +260,33 @@ type lane struct {
 
 // pipeline is the state of one leadership term; only lead's goroutine touches it.
 type pipeline struct {
-	d         *Dispatcher
-	lanes     map[string]*lane
-	ready     []*lane
-	multi     []domain.Delivery
-	known     map[int64]struct{} // held: queued, in flight or accepted and not yet marked
-	lastSeq   map[string]int64   // per room, the highest seq held or settled in this term (see take)
-	queued    int
-	inflight  int
-	sending   int // deliveries in the calls in flight
-	results   chan callResult
-	accepted  []acceptedDelivery // accepted by Pusher, to mark
-	marking   []acceptedDelivery // being marked now (one update at a time)
-	markDone  chan error
-	pauseTill time.Time
-	pausedAt  time.Time
-	holdSince time.Time // a call short of a full batch waits since (see launch)
-	probing   bool
-	backoff   time.Duration
-	markRetry time.Time
+	d           *Dispatcher
+	lanes       map[string]*lane
+	ready       []*lane
+	multi       []domain.Delivery
+	known       map[int64]struct{} // held: queued, in flight or accepted and not yet marked
+	lastSeq     map[string]int64   // per room, the highest seq held or settled in this term (see take)
+	behind      map[string]int64   // rooms read on their own: the id of the last delivery held (see fairness.go)
+	queued      int
+	inflight    int
+	sending     int // deliveries in the calls in flight
+	results     chan callResult
+	accepted    []acceptedDelivery // accepted by Pusher, to mark
+	marking     []acceptedDelivery // being marked now (one update at a time)
+	markDone    chan error
+	pauseTill   time.Time
+	pausedAt    time.Time
+	holdSince   time.Time // a call short of a full batch waits since (see launch)
+	refillRetry time.Time // a read of the rooms behind failed: the next one waits until then
+	probing     bool
+	backoff     time.Duration
+	markRetry   time.Time
 }
 
 // lead dispatches while stillLeading holds and ctx lasts.
 func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 	p := &pipeline{
-		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{}, lastSeq: map[string]int64{},
+		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{}, lastSeq: map[string]int64{}, behind: map[string]int64{},
 		results: make(chan callResult, d.cfg.MaxInFlight), markDone: make(chan error, 1),
 	}
 	// Handoffs left from an earlier term are stale (another leader may have
@@ -310,6 +323,9 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 			stopping = true
 		}
 		if !stopping {
+			if !time.Now().Before(p.pauseTill) {
+				p.refill(ctx)
+			}
 			if fetchDue && p.queued < d.cfg.Fetch/2 && !time.Now().Before(p.pauseTill) {
 				n, full, err := p.fetch(ctx)
 				// A full read leaves more behind: read on as soon as sending
@@ -428,16 +444,25 @@ func (p *pipeline) fetch(ctx context.Context) (n int, full bool, err error) {
 		exclude = append(exclude, id)
 	}
 	limit := p.d.cfg.Fetch - p.queued
-	ds, err := p.d.outbox.PendingExcept(ctx, limit, exclude)
+	ds, err := p.d.outbox.PendingExcept(ctx, limit, exclude, p.behindRooms())
 	if err != nil {
 		return 0, false, err
 	}
 	p.d.metrics.sources.WithLabelValues("read").Add(float64(len(ds)))
 	for _, del := range ds {
-		if del.RoomID != "" && del.Seq > p.lastSeq[del.RoomID] {
-			// Read in id order, which is each room's commit order: the
-			// room's earlier deliveries are held, settled or read too.
-			p.lastSeq[del.RoomID] = del.Seq
+		if del.RoomID != "" {
+			if _, behind := p.behind[del.RoomID]; behind {
+				continue // its lane filled up during this read
+			}
+			if full, last := p.laneFull(del.RoomID); full {
+				p.behind[del.RoomID] = last
+				continue
+			}
+			if del.Seq > p.lastSeq[del.RoomID] {
+				// Read in id order, which is each room's commit order: the
+				// room's earlier deliveries are held, settled or read too.
+				p.lastSeq[del.RoomID] = del.Seq
+			}
 		}
 		p.place(del)
 	}
@@ -459,10 +484,9 @@ const handoffHold = 2
 // take places deliveries handed over after their commit (see Handoff). It
 // reports false when it left some to be read from the outbox.
 func (p *pipeline) take(ds []domain.Delivery) bool {
-	if p.probing || time.Now().Before(p.pauseTill) || p.queued+len(ds) > handoffHold*p.d.cfg.Fetch {
+	if p.probing || time.Now().Before(p.pauseTill) {
 		// Paused: everything held is read again after the pause, fresh (a
-		// delete meanwhile redacts the outbox only). Full: memory stays
-		// bounded by handoffHold x Fetch.
+		// delete meanwhile redacts the outbox only).
 		return false
 	}
 	if len(p.lastSeq) > maxTrackedRooms {
@@ -475,11 +499,26 @@ func (p *pipeline) take(ds []domain.Delivery) bool {
 			continue // read from the outbox before its handoff came
 		}
 		if del.RoomID != "" {
+			if _, behind := p.behind[del.RoomID]; behind {
+				continue // read with its room (refill)
+			}
 			// A room's first delivery (seq 1) has nothing before it.
 			if last, ok := p.lastSeq[del.RoomID]; ok && last != del.Seq-1 || !ok && del.Seq != 1 {
 				all = false // the room's earlier deliveries may be unread
 				continue
 			}
+			if full, last := p.laneFull(del.RoomID); full {
+				p.behind[del.RoomID] = last
+				continue
+			}
+		}
+		if p.queued >= handoffHold*p.d.cfg.Fetch {
+			// Full: memory stays bounded by handoffHold x Fetch; the rest
+			// is read from the outbox (its rooms' chains break here).
+			all = false
+			continue
+		}
+		if del.RoomID != "" {
 			p.lastSeq[del.RoomID] = del.Seq
 		}
 		if del.TooLarge {
@@ -789,6 +828,7 @@ func (p *pipeline) dropQueued() {
 	}
 	p.ready, p.multi, p.queued = nil, nil, 0
 	clear(p.lastSeq) // what was dropped is unread again
+	clear(p.behind)  // and so is everything after it
 }
 
 func laneKey(del domain.Delivery) string {
