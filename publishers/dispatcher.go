@@ -137,6 +137,7 @@ type Dispatcher struct {
 	degraded error // set by 401/403/404, cleared by the next accepted call
 
 	unmarked []acceptedDelivery // accepted, not marked when a term ended (Run's goroutine only)
+	unparked []toPark           // rejected, not parked when a term ended (Run's goroutine only)
 }
 
 // NewDispatcher returns a Dispatcher reading outbox and calling p.
@@ -278,6 +279,9 @@ type pipeline struct {
 	pausedAt    time.Time
 	holdSince   time.Time // a call short of a full batch waits since (see launch)
 	refillRetry time.Time // a read of the rooms behind failed: the next one waits until then
+	parking     []toPark  // rejected, parking failed: parked later (see park.go)
+	parkRetry   time.Time
+	parkBackoff time.Duration
 	probing     bool
 	backoff     time.Duration
 	markRetry   time.Time
@@ -305,6 +309,14 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 		p.known[a.id] = struct{}{}
 	}
 	defer func() { d.unmarked = p.accepted }()
+	p.parking, d.unparked = d.unparked, nil
+	for _, a := range p.parking {
+		p.known[a.id] = struct{}{}
+	}
+	if len(p.parking) > 0 {
+		p.parkRetry = time.Now()
+	}
+	defer func() { d.unparked = p.parking }()
 	settleCtx := context.WithoutCancel(ctx)
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
@@ -323,6 +335,7 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 			stopping = true
 		}
 		if !stopping {
+			p.retryParks(settleCtx)
 			if !time.Now().Before(p.pauseTill) {
 				p.refill(ctx)
 			}
@@ -361,6 +374,9 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 			if end := p.holdSince.Add(holdFor); until.IsZero() || end.Before(until) {
 				until = end
 			}
+		}
+		if len(p.parking) > 0 && !stopping && (until.IsZero() || p.parkRetry.Before(until)) {
+			until = p.parkRetry
 		}
 		if !until.IsZero() {
 			wait := max(time.Until(until), 0)
@@ -739,12 +755,7 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		d.metrics.parked.WithLabelValues(status).Inc()
 		d.log.Error("Pusher rejects a delivery: parked", slog.Int64("delivery_id", del.ID), slog.String("event_id", del.EventID),
 			slog.String("room_id", del.RoomID), slog.String("event", del.Name), slog.String("reason", reason))
-		if err := d.outbox.Park(ctx, del.ID, reason); err != nil {
-			d.log.Warn("park delivery: will send it again", slog.Any("error", err))
-			p.requeue(c)
-			return
-		}
-		delete(p.known, del.ID)
+		p.park(ctx, del.ID, reason) // see park.go
 		return
 	}
 	if kind == rejected {
