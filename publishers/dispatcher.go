@@ -67,6 +67,10 @@ type DispatcherConfig struct {
 	PollInterval time.Duration
 	// MinBackoff and MaxBackoff bound the pause after a failed call (default 200ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// StallAfter is how long Pusher may fail every call, or refuse the
+	// credentials, before the dispatcher reports a stall (default 2m; see
+	// stall.go).
+	StallAfter time.Duration
 	// Retention is how long an outbox that keeps delivered rows (see
 	// projections.Outbox.KeepDelivered) keeps them before they are purged.
 	// 0 (the default) purges nothing: the outbox deletes what Pusher
@@ -100,6 +104,9 @@ func (c *DispatcherConfig) setDefaults() {
 		c.MinBackoff = min(200*time.Millisecond, c.MaxBackoff)
 	}
 	c.MinBackoff = min(c.MinBackoff, c.MaxBackoff)
+	if c.StallAfter <= 0 {
+		c.StallAfter = 2 * time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -134,7 +141,8 @@ type Dispatcher struct {
 	accepting atomic.Bool            // a term is running: handoffs are read
 
 	mu       sync.Mutex
-	degraded error // set by 401/403/404, cleared by the next accepted call
+	degraded error   // set by 401/403/404, cleared by the next accepted call
+	failing  failing // see stall.go
 
 	unmarked []acceptedDelivery // accepted, not marked when a term ended (Run's goroutine only)
 	unparked []toPark           // rejected, not parked when a term ended (Run's goroutine only)
@@ -143,7 +151,7 @@ type Dispatcher struct {
 // NewDispatcher returns a Dispatcher reading outbox and calling p.
 func NewDispatcher(outbox Outbox, p Pusher, cfg DispatcherConfig) *Dispatcher {
 	cfg.setDefaults()
-	return &Dispatcher{
+	d := &Dispatcher{
 		outbox:  outbox,
 		pusher:  p,
 		cfg:     cfg,
@@ -153,6 +161,8 @@ func NewDispatcher(outbox Outbox, p Pusher, cfg DispatcherConfig) *Dispatcher {
 
 		handoffs: make(chan []domain.Delivery, handoffQueue),
 	}
+	d.registerStall(cfg.Registerer)
+	return d
 }
 
 // handoffQueue is how many handed-over batches may wait for the dispatcher.
@@ -304,6 +314,7 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 	}
 	d.accepting.Store(true)
 	defer d.accepting.Store(false)
+	defer d.notFailing() // the next leader reports for itself
 	p.accepted, d.unmarked = d.unmarked, nil
 	for _, a := range p.accepted {
 		p.known[a.id] = struct{}{}
@@ -465,6 +476,9 @@ func (p *pipeline) fetch(ctx context.Context) (n int, full bool, err error) {
 		return 0, false, err
 	}
 	p.d.metrics.sources.WithLabelValues("read").Add(float64(len(ds)))
+	if len(ds) == 0 && len(p.known) == 0 && p.inflight == 0 {
+		p.d.notFailing() // nothing owed: no stall, whatever the last calls met
+	}
 	for _, del := range ds {
 		if del.RoomID != "" {
 			if _, behind := p.behind[del.RoomID]; behind {
@@ -735,7 +749,7 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 	}()
 	if res.err == nil {
 		p.backoff, p.probing = 0, false
-		d.setDegraded(nil)
+		d.callAccepted()
 		d.metrics.batchSize.Observe(float64(len(c.ds)))
 		if c.isolated {
 			c.lanes[0].isolate--
@@ -746,7 +760,7 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		return
 	}
 	kind, status := classify(res.err)
-	reason := fmt.Sprintf("pusher answered %s: %v", status, res.err)
+	reason := fmt.Sprintf("pusher answered %s: %s", status, redact(res.err))
 	if kind == rejected && c.multi || kind == rejected && len(c.ds) == 1 {
 		del := c.ds[0]
 		if c.isolated {
@@ -772,11 +786,12 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		}
 		return
 	}
+	d.callFailed(status, time.Now())
 	if kind == unauthorized {
 		d.setDegraded(fmt.Errorf("pusher refuses roomcast's credentials or app (status %s): check PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET and the app's state", status))
-		d.log.Error("Pusher refuses roomcast's credentials: deliveries kept, readiness degraded", slog.String("status", status))
+		d.log.Error("Pusher refuses roomcast's credentials: deliveries kept, readiness degraded", slog.String("status", status), slog.String("error", redact(res.err)))
 	} else {
-		d.log.Warn("Pusher call failed: deliveries kept for retry", slog.String("status", status), slog.Int("events", len(c.ds)))
+		d.log.Warn("Pusher call failed: deliveries kept for retry", slog.String("status", status), slog.Int("events", len(c.ds)), slog.String("error", redact(res.err)))
 	}
 	// Forget the call and everything queued: after the pause they are read
 	// again from the outbox, in order and fresh (a delete during the outage
