@@ -10,6 +10,9 @@ const (
 	RecordFailureSQL     = recordFailureSQL
 	RedactDeliveriesSQL  = redactDeliveriesSQL
 	PendingInRoomsSQL    = pendingInRoomsSQL
+	OldestPendingSQL     = oldestPendingSQL
+	PendingCountSQL      = pendingCountSQL
+	NoSeqScanSQL         = noSeqScanSQL
 )
 
 func IDArray(ids []int64) any { return arr(ids) }

@@ -75,3 +75,46 @@ func TestOutboxReadsSkipAndFollowRooms(t *testing.T) {
 		t.Errorf("PendingInRooms after 5: %v, want %v", got, want)
 	}
 }
+
+// The backlog gauges' cheap statement (the oldest pending delivery and the
+// parked count) walks the partial indexes whatever the planner believes
+// about the outbox: without statistics "parked_at IS NOT NULL" is guessed to
+// match nearly every row, and the parked count read the whole table.
+func TestBacklogStatementsWalkTheIndexes(t *testing.T) {
+	db, _ := testsupport.Database(t, 2)
+	setup := []string{
+		`ALTER TABLE deliveries SET (autovacuum_enabled = off)`,
+		`INSERT INTO deliveries (id, event_id, room_id, seq, channels, name, data, parked_at)
+			SELECT g, 'e-' || g, 'room-' || (g % 200), g, ARRAY['private-room-' || (g % 200)], 'new-message', repeat('x', 300),
+			       CASE WHEN g % 1000 = 0 THEN now() END
+			FROM generate_series(1, 50000) AS g`,
+		`DELETE FROM deliveries WHERE id <= 17000`,
+	}
+	for _, q := range setup {
+		if err := db.Exec(q).Error; err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	tx := db.Begin()
+	defer tx.Rollback()
+	if err := tx.Exec(projections.NoSeqScanSQL).Error; err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	if err := tx.Raw("EXPLAIN " + projections.OldestPendingSQL).Scan(&lines).Error; err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	if strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "deliveries_parked") ||
+		!strings.Contains(plan, "Index Scan using deliveries_pending") || !strings.Contains(plan, "Limit") {
+		t.Errorf("the oldest pending delivery and the parked count do not walk the partial indexes:\n%s", plan)
+	}
+	o := projections.NewOutbox(db)
+	b, err := o.Backlog(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Pending != 33000-33 || b.Parked != 33 || b.Oldest.IsZero() {
+		t.Errorf("Backlog() = %+v, want %d pending, 33 parked and an oldest time", b, 33000-33)
+	}
+}
