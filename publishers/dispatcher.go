@@ -347,10 +347,14 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 		}
 		if !stopping {
 			p.retryParks(settleCtx)
-			if !time.Now().Before(p.pauseTill) {
+			// While probing a Pusher that failed (one call at a time), what
+			// the probe carries is read once after each pause; more would
+			// only be dropped again at its failure, and read again.
+			probeHeld := p.probing && (p.queued > 0 || p.inflight > 0)
+			if !time.Now().Before(p.pauseTill) && !probeHeld {
 				p.refill(ctx)
 			}
-			if fetchDue && p.queued < d.cfg.Fetch/2 && !time.Now().Before(p.pauseTill) {
+			if fetchDue && p.queued < d.cfg.Fetch/2 && !time.Now().Before(p.pauseTill) && !probeHeld {
 				n, full, err := p.fetch(ctx)
 				// A full read leaves more behind: read on as soon as sending
 				// makes room, not at the next poll. Otherwise a dispatcher
