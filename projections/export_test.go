@@ -9,6 +9,10 @@ const (
 	MarkDeliveredKeepSQL = markDeliveredKeepSQL
 	RecordFailureSQL     = recordFailureSQL
 	RedactDeliveriesSQL  = redactDeliveriesSQL
+	PendingInRoomsSQL    = pendingInRoomsSQL
+	OldestPendingSQL     = oldestPendingSQL
+	PendingCountSQL      = pendingCountSQL
+	NoSeqScanSQL         = noSeqScanSQL
 )
 
 func IDArray(ids []int64) any { return arr(ids) }
@@ -21,3 +25,8 @@ func SetLookUpFor(p *Projector, d time.Duration) { p.lookUpFor = d }
 // AfterSeqCheck makes a rebuild with opts call f after it compared the
 // rooms' seqs without locks, before the swap compares them again.
 func AfterSeqCheck(opts *RebuildOptions, f func()) { opts.afterSeqCheck = f }
+
+// RoomsArgs binds pendingInRoomsSQL's arguments.
+func RoomsArgs(rooms []string, after []int64, n []int32) []any {
+	return []any{arr(rooms), arr(after), arr(n)}
+}

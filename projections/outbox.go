@@ -120,24 +120,66 @@ func (o *Outbox) dropConnLocked() {
 // parked, oldest first. A room's deliveries are in seq order, because a room's
 // projections commit one after another under its row lock.
 func (o *Outbox) Pending(ctx context.Context, limit int) ([]domain.Delivery, error) {
-	return o.PendingExcept(ctx, limit, nil)
+	return o.PendingExcept(ctx, limit, nil, nil)
 }
 
+// pendingColumns are the columns a read of the outbox scans (see scanPending).
+// Columns scanned by hand rather than into DeliveryRow: GORM's reflection and
+// a text[] parser per row were most of the dispatcher's CPU. A row's
+// channels come newline-joined (channel names never hold one).
+const pendingColumns = `d.id, d.event_id, d.room_id, d.seq, array_to_string(d.channels, E'\n'), d.name, d.data, d.socket_id, d.truncated, d.attempts, d.created_at`
+
 // PendingExcept is Pending without the deliveries whose ids are in exclude
-// (those the dispatcher already holds).
-func (o *Outbox) PendingExcept(ctx context.Context, limit int, exclude []int64) ([]domain.Delivery, error) {
-	// Columns scanned by hand rather than into DeliveryRow: GORM's reflection
-	// and a text[] parser per row were most of the dispatcher's CPU. A
-	// row's channels come newline-joined (channel names never hold one).
-	q := `SELECT id, event_id, room_id, seq, array_to_string(channels, E'\n'), name, data, socket_id, truncated, attempts, created_at
-		FROM deliveries WHERE delivered_at IS NULL AND parked_at IS NULL`
+// (those the dispatcher already holds) and those of the rooms in skipRooms
+// (rooms the dispatcher reads on their own, see PendingInRooms).
+func (o *Outbox) PendingExcept(ctx context.Context, limit int, exclude []int64, skipRooms []string) ([]domain.Delivery, error) {
+	q := `SELECT ` + pendingColumns + ` FROM deliveries AS d WHERE d.delivered_at IS NULL AND d.parked_at IS NULL`
 	args := []any{}
 	if len(exclude) > 0 {
-		q += ` AND id <> ALL(?::bigint[])` // hashed by Postgres 15+
+		q += ` AND d.id <> ALL(?::bigint[])` // hashed by Postgres 15+
 		args = append(args, arr(exclude))
 	}
-	q += ` ORDER BY id LIMIT ?`
+	if len(skipRooms) > 0 {
+		// Notifications have no room; room ids are never empty.
+		q += ` AND coalesce(d.room_id, '') <> ALL(?::text[])`
+		args = append(args, arr(skipRooms))
+	}
+	q += ` ORDER BY d.id LIMIT ?`
 	args = append(args, limit)
+	return o.scanPending(ctx, q, args...)
+}
+
+// pendingInRoomsSQL reads, for each room, the next of its pending deliveries
+// after an id, in id order: through the pending index from that id on (no
+// index leads with room_id; a room read on its own is one whose deliveries
+// crowd the outbox, so the scan finds them close together).
+// TestOutboxStatementsProbeThePrimaryKey holds its plan.
+const pendingInRoomsSQL = `SELECT ` + pendingColumns + `
+	FROM unnest(?::text[], ?::bigint[], ?::int[]) AS r(room_id, after, n)
+	CROSS JOIN LATERAL (SELECT * FROM deliveries AS p
+		WHERE p.room_id = r.room_id AND p.id > r.after AND p.delivered_at IS NULL AND p.parked_at IS NULL
+		ORDER BY p.id LIMIT r.n) AS d`
+
+// PendingInRooms returns, for each rooms[i], up to limits[i] of its pending
+// deliveries whose ids are above after[i], each room's in id order (its seq
+// order). The dispatcher reads a room whose deliveries fill its share of
+// memory this way, while reads of the whole outbox skip it.
+func (o *Outbox) PendingInRooms(ctx context.Context, rooms []string, after []int64, limits []int) ([]domain.Delivery, error) {
+	if len(rooms) == 0 {
+		return nil, nil
+	}
+	if len(after) != len(rooms) || len(limits) != len(rooms) {
+		return nil, fmt.Errorf("read pending deliveries of rooms: %d rooms, %d ids, %d limits", len(rooms), len(after), len(limits))
+	}
+	n := make([]int32, len(limits))
+	for i, l := range limits {
+		n[i] = int32(min(max(l, 0), 1<<30))
+	}
+	return o.scanPending(ctx, pendingInRoomsSQL, arr(rooms), arr(after), arr(n))
+}
+
+// scanPending runs a read of pendingColumns.
+func (o *Outbox) scanPending(ctx context.Context, q string, args ...any) ([]domain.Delivery, error) {
 	rows, err := o.db.WithContext(ctx).Raw(q, args...).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("read pending deliveries: %w", err)
@@ -234,28 +276,76 @@ func (o *Outbox) Park(ctx context.Context, id int64, reason string) error {
 // Backlog is the state of the outbox.
 type Backlog struct {
 	Pending   int64
-	OldestAge time.Duration // age of the oldest pending delivery; 0 when none
+	Oldest    time.Time     // when the oldest pending delivery was committed; zero when none
+	OldestAge time.Duration // age of the oldest pending delivery at the read; 0 when none
 	Parked    int64
+}
+
+// The outbox's state is read in two statements: the oldest pending delivery
+// and the parked count, cheap at any size, and the pending count, which
+// grows with the backlog and may time out on a huge one without taking the
+// others with it.
+//
+// The oldest pending delivery is the first in id order, one step into the
+// pending index (ids rise in each room's commit order, and a batch takes its
+// ids just before it commits, so the first id is the oldest commit but for
+// a batch in flight at that moment); min(created_at) read the whole table.
+// The parked count walks deliveries_parked. Sequential scans are
+// discouraged for the statement: with the outbox's statistics missing or
+// stale (it churns faster than autoanalyze), "parked_at IS NOT NULL" is
+// guessed to match nearly every row and was counted by reading the whole
+// table. TestBacklogStatementsWalkTheIndexes holds the plans.
+const (
+	oldestPendingSQL = `SELECT
+	(SELECT created_at FROM deliveries WHERE delivered_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT 1) AS oldest,
+	(SELECT count(*) FROM deliveries WHERE parked_at IS NOT NULL) AS parked`
+	pendingCountSQL = `SELECT count(*) FROM deliveries WHERE delivered_at IS NULL AND parked_at IS NULL`
+	// noSeqScanSQL is set for oldestPendingSQL's transaction.
+	noSeqScanSQL = `SET LOCAL enable_seqscan = off`
+)
+
+// OldestPending returns when the oldest pending delivery was committed (zero
+// when none is pending) and how many deliveries are parked.
+func (o *Outbox) OldestPending(ctx context.Context) (time.Time, int64, error) {
+	var r struct {
+		Oldest *time.Time
+		Parked int64
+	}
+	err := o.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec(noSeqScanSQL).Error; err != nil {
+			return err
+		}
+		return scanRaw(tx.Raw(oldestPendingSQL), &r)
+	})
+	if err != nil {
+		return time.Time{}, 0, fmt.Errorf("read the outbox's oldest pending delivery: %w", err)
+	}
+	return deref(r.Oldest), r.Parked, nil
+}
+
+// PendingCount counts the deliveries not yet accepted by Pusher nor parked.
+func (o *Outbox) PendingCount(ctx context.Context) (int64, error) {
+	var n int64
+	if err := o.db.WithContext(ctx).Raw(pendingCountSQL).Row().Scan(&n); err != nil {
+		return 0, fmt.Errorf("count pending deliveries: %w", err)
+	}
+	return n, nil
 }
 
 // Backlog reports how many deliveries are pending and parked, and the age of
 // the oldest pending one.
 func (o *Outbox) Backlog(ctx context.Context) (Backlog, error) {
-	var r struct {
-		Pending int64
-		Oldest  *time.Time
-		Parked  int64
-	}
-	err := scanRaw(o.db.WithContext(ctx).Raw(`SELECT
-		(SELECT count(*) FROM deliveries WHERE delivered_at IS NULL AND parked_at IS NULL) AS pending,
-		(SELECT min(created_at) FROM deliveries WHERE delivered_at IS NULL AND parked_at IS NULL) AS oldest,
-		(SELECT count(*) FROM deliveries WHERE parked_at IS NOT NULL) AS parked`), &r)
+	oldest, parked, err := o.OldestPending(ctx)
 	if err != nil {
 		return Backlog{}, fmt.Errorf("read outbox backlog: %w", err)
 	}
-	b := Backlog{Pending: r.Pending, Parked: r.Parked}
-	if r.Oldest != nil {
-		b.OldestAge = max(time.Since(*r.Oldest), 0)
+	pending, err := o.PendingCount(ctx)
+	if err != nil {
+		return Backlog{}, fmt.Errorf("read outbox backlog: %w", err)
+	}
+	b := Backlog{Pending: pending, Oldest: oldest, Parked: parked}
+	if !oldest.IsZero() {
+		b.OldestAge = max(time.Since(oldest), 0)
 	}
 	return b, nil
 }

@@ -17,9 +17,12 @@ import (
 
 // Outbox is what the dispatcher needs from the store of owed deliveries.
 // PendingExcept returns deliveries oldest first (each room's in seq order),
-// leaving out those whose ids are in exclude.
+// leaving out those whose ids are in exclude and those of the rooms in
+// skipRooms. PendingInRooms returns, for each rooms[i], up to limits[i] of
+// its deliveries with ids above after[i], in id order.
 type Outbox interface {
-	PendingExcept(ctx context.Context, limit int, exclude []int64) ([]domain.Delivery, error)
+	PendingExcept(ctx context.Context, limit int, exclude []int64, skipRooms []string) ([]domain.Delivery, error)
+	PendingInRooms(ctx context.Context, rooms []string, after []int64, limits []int) ([]domain.Delivery, error)
 	MarkDelivered(ctx context.Context, ids []int64) error
 	RecordFailure(ctx context.Context, ids []int64, reason string) error
 	Park(ctx context.Context, id int64, reason string) error
@@ -55,11 +58,19 @@ type DispatcherConfig struct {
 	// outbox at most, and holds at most for sending (default 5000); handoffs
 	// (see Handoff) may fill that up to twice as much.
 	Fetch int
+	// RoomHold is the most deliveries of one room held waiting (default
+	// 200, 20 calls' worth); a room with more owed is read on its own as its
+	// lane drains (see fairness.go), so that it cannot crowd out the others.
+	RoomHold int
 	// PollInterval is how often the outbox is read when nothing wakes the
 	// dispatcher, and how often leadership is checked (default 1s).
 	PollInterval time.Duration
 	// MinBackoff and MaxBackoff bound the pause after a failed call (default 200ms and 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// StallAfter is how long Pusher may fail every call, or refuse the
+	// credentials, before the dispatcher reports a stall (default 2m; see
+	// stall.go).
+	StallAfter time.Duration
 	// Retention is how long an outbox that keeps delivered rows (see
 	// projections.Outbox.KeepDelivered) keeps them before they are purged.
 	// 0 (the default) purges nothing: the outbox deletes what Pusher
@@ -79,6 +90,10 @@ func (c *DispatcherConfig) setDefaults() {
 	if c.Fetch <= 0 {
 		c.Fetch = 5000
 	}
+	if c.RoomHold <= 0 {
+		c.RoomHold = 20 * c.BatchEvents
+	}
+	c.RoomHold = max(c.RoomHold, 2)
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
 	}
@@ -89,6 +104,9 @@ func (c *DispatcherConfig) setDefaults() {
 		c.MinBackoff = min(200*time.Millisecond, c.MaxBackoff)
 	}
 	c.MinBackoff = min(c.MinBackoff, c.MaxBackoff)
+	if c.StallAfter <= 0 {
+		c.StallAfter = 2 * time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -123,15 +141,17 @@ type Dispatcher struct {
 	accepting atomic.Bool            // a term is running: handoffs are read
 
 	mu       sync.Mutex
-	degraded error // set by 401/403/404, cleared by the next accepted call
+	degraded error   // set by 401/403/404, cleared by the next accepted call
+	failing  failing // see stall.go
 
 	unmarked []acceptedDelivery // accepted, not marked when a term ended (Run's goroutine only)
+	unparked []toPark           // rejected, not parked when a term ended (Run's goroutine only)
 }
 
 // NewDispatcher returns a Dispatcher reading outbox and calling p.
 func NewDispatcher(outbox Outbox, p Pusher, cfg DispatcherConfig) *Dispatcher {
 	cfg.setDefaults()
-	return &Dispatcher{
+	d := &Dispatcher{
 		outbox:  outbox,
 		pusher:  p,
 		cfg:     cfg,
@@ -141,6 +161,8 @@ func NewDispatcher(outbox Outbox, p Pusher, cfg DispatcherConfig) *Dispatcher {
 
 		handoffs: make(chan []domain.Delivery, handoffQueue),
 	}
+	d.registerStall(cfg.Registerer)
+	return d
 }
 
 // handoffQueue is how many handed-over batches may wait for the dispatcher.
@@ -249,31 +271,36 @@ type lane struct {
 
 // pipeline is the state of one leadership term; only lead's goroutine touches it.
 type pipeline struct {
-	d         *Dispatcher
-	lanes     map[string]*lane
-	ready     []*lane
-	multi     []domain.Delivery
-	known     map[int64]struct{} // held: queued, in flight or accepted and not yet marked
-	lastSeq   map[string]int64   // per room, the highest seq held or settled in this term (see take)
-	queued    int
-	inflight  int
-	sending   int // deliveries in the calls in flight
-	results   chan callResult
-	accepted  []acceptedDelivery // accepted by Pusher, to mark
-	marking   []acceptedDelivery // being marked now (one update at a time)
-	markDone  chan error
-	pauseTill time.Time
-	pausedAt  time.Time
-	holdSince time.Time // a call short of a full batch waits since (see launch)
-	probing   bool
-	backoff   time.Duration
-	markRetry time.Time
+	d           *Dispatcher
+	lanes       map[string]*lane
+	ready       []*lane
+	multi       []domain.Delivery
+	known       map[int64]struct{} // held: queued, in flight or accepted and not yet marked
+	lastSeq     map[string]int64   // per room, the highest seq held or settled in this term (see take)
+	behind      map[string]int64   // rooms read on their own: the id of the last delivery held (see fairness.go)
+	queued      int
+	inflight    int
+	sending     int // deliveries in the calls in flight
+	results     chan callResult
+	accepted    []acceptedDelivery // accepted by Pusher, to mark
+	marking     []acceptedDelivery // being marked now (one update at a time)
+	markDone    chan error
+	pauseTill   time.Time
+	pausedAt    time.Time
+	holdSince   time.Time // a call short of a full batch waits since (see launch)
+	refillRetry time.Time // a read of the rooms behind failed: the next one waits until then
+	parking     []toPark  // rejected, parking failed: parked later (see park.go)
+	parkRetry   time.Time
+	parkBackoff time.Duration
+	probing     bool
+	backoff     time.Duration
+	markRetry   time.Time
 }
 
 // lead dispatches while stillLeading holds and ctx lasts.
 func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 	p := &pipeline{
-		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{}, lastSeq: map[string]int64{},
+		d: d, lanes: map[string]*lane{}, known: map[int64]struct{}{}, lastSeq: map[string]int64{}, behind: map[string]int64{},
 		results: make(chan callResult, d.cfg.MaxInFlight), markDone: make(chan error, 1),
 	}
 	// Handoffs left from an earlier term are stale (another leader may have
@@ -287,11 +314,20 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 	}
 	d.accepting.Store(true)
 	defer d.accepting.Store(false)
+	defer d.notFailing() // the next leader reports for itself
 	p.accepted, d.unmarked = d.unmarked, nil
 	for _, a := range p.accepted {
 		p.known[a.id] = struct{}{}
 	}
 	defer func() { d.unmarked = p.accepted }()
+	p.parking, d.unparked = d.unparked, nil
+	for _, a := range p.parking {
+		p.known[a.id] = struct{}{}
+	}
+	if len(p.parking) > 0 {
+		p.parkRetry = time.Now()
+	}
+	defer func() { d.unparked = p.parking }()
 	settleCtx := context.WithoutCancel(ctx)
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
@@ -310,7 +346,15 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 			stopping = true
 		}
 		if !stopping {
-			if fetchDue && p.queued < d.cfg.Fetch/2 && !time.Now().Before(p.pauseTill) {
+			p.retryParks(settleCtx)
+			// While probing a Pusher that failed (one call at a time), what
+			// the probe carries is read once after each pause; more would
+			// only be dropped again at its failure, and read again.
+			probeHeld := p.probing && (p.queued > 0 || p.inflight > 0)
+			if !time.Now().Before(p.pauseTill) && !probeHeld {
+				p.refill(ctx)
+			}
+			if fetchDue && p.queued < d.cfg.Fetch/2 && !time.Now().Before(p.pauseTill) && !probeHeld {
 				n, full, err := p.fetch(ctx)
 				// A full read leaves more behind: read on as soon as sending
 				// makes room, not at the next poll. Otherwise a dispatcher
@@ -345,6 +389,9 @@ func (d *Dispatcher) lead(ctx context.Context, stillLeading func() bool) {
 			if end := p.holdSince.Add(holdFor); until.IsZero() || end.Before(until) {
 				until = end
 			}
+		}
+		if len(p.parking) > 0 && !stopping && (until.IsZero() || p.parkRetry.Before(until)) {
+			until = p.parkRetry
 		}
 		if !until.IsZero() {
 			wait := max(time.Until(until), 0)
@@ -419,77 +466,6 @@ const (
 	purgeEvery = time.Minute
 	purgeRound = 10000
 )
-
-// fetch reads pending deliveries the pipeline does not hold yet into their lanes.
-// It reports how many it read and whether that was all it asked for.
-func (p *pipeline) fetch(ctx context.Context) (n int, full bool, err error) {
-	exclude := make([]int64, 0, len(p.known))
-	for id := range p.known {
-		exclude = append(exclude, id)
-	}
-	limit := p.d.cfg.Fetch - p.queued
-	ds, err := p.d.outbox.PendingExcept(ctx, limit, exclude)
-	if err != nil {
-		return 0, false, err
-	}
-	p.d.metrics.sources.WithLabelValues("read").Add(float64(len(ds)))
-	for _, del := range ds {
-		if del.RoomID != "" && del.Seq > p.lastSeq[del.RoomID] {
-			// Read in id order, which is each room's commit order: the
-			// room's earlier deliveries are held, settled or read too.
-			p.lastSeq[del.RoomID] = del.Seq
-		}
-		p.place(del)
-	}
-	return len(ds), len(ds) >= limit, nil
-}
-
-// maxTrackedRooms bounds lastSeq; past it the map starts over (rooms then
-// read their next deliveries from the outbox once).
-const maxTrackedRooms = 100_000
-
-// handoffHold is how many times Fetch the queue may hold with handoffs. A
-// handoff refused for room sends every later delivery of its rooms to the
-// outbox until it is read, and under a backlog the queue nears Fetch when
-// a few rooms (one call in flight each) hold most of it: with Fetch alone
-// as the bound, some runs of BenchmarkIngest read half their deliveries
-// back from Postgres.
-const handoffHold = 2
-
-// take places deliveries handed over after their commit (see Handoff). It
-// reports false when it left some to be read from the outbox.
-func (p *pipeline) take(ds []domain.Delivery) bool {
-	if p.probing || time.Now().Before(p.pauseTill) || p.queued+len(ds) > handoffHold*p.d.cfg.Fetch {
-		// Paused: everything held is read again after the pause, fresh (a
-		// delete meanwhile redacts the outbox only). Full: memory stays
-		// bounded by handoffHold x Fetch.
-		return false
-	}
-	if len(p.lastSeq) > maxTrackedRooms {
-		clear(p.lastSeq)
-	}
-	all, placed := true, 0
-	defer func() { p.d.metrics.sources.WithLabelValues("handoff").Add(float64(placed)) }()
-	for _, del := range ds {
-		if _, held := p.known[del.ID]; held {
-			continue // read from the outbox before its handoff came
-		}
-		if del.RoomID != "" {
-			// A room's first delivery (seq 1) has nothing before it.
-			if last, ok := p.lastSeq[del.RoomID]; ok && last != del.Seq-1 || !ok && del.Seq != 1 {
-				all = false // the room's earlier deliveries may be unread
-				continue
-			}
-			p.lastSeq[del.RoomID] = del.Seq
-		}
-		if del.TooLarge {
-			continue // parked as it was written
-		}
-		p.place(del)
-		placed++
-	}
-	return all
-}
 
 // place queues a delivery in its lane (or with the multi-channel ones).
 func (p *pipeline) place(del domain.Delivery) {
@@ -680,7 +656,7 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 	}()
 	if res.err == nil {
 		p.backoff, p.probing = 0, false
-		d.setDegraded(nil)
+		d.callAccepted()
 		d.metrics.batchSize.Observe(float64(len(c.ds)))
 		if c.isolated {
 			c.lanes[0].isolate--
@@ -691,7 +667,7 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		return
 	}
 	kind, status := classify(res.err)
-	reason := fmt.Sprintf("pusher answered %s: %v", status, res.err)
+	reason := fmt.Sprintf("pusher answered %s: %s", status, redact(res.err))
 	if kind == rejected && c.multi || kind == rejected && len(c.ds) == 1 {
 		del := c.ds[0]
 		if c.isolated {
@@ -700,12 +676,7 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		d.metrics.parked.WithLabelValues(status).Inc()
 		d.log.Error("Pusher rejects a delivery: parked", slog.Int64("delivery_id", del.ID), slog.String("event_id", del.EventID),
 			slog.String("room_id", del.RoomID), slog.String("event", del.Name), slog.String("reason", reason))
-		if err := d.outbox.Park(ctx, del.ID, reason); err != nil {
-			d.log.Warn("park delivery: will send it again", slog.Any("error", err))
-			p.requeue(c)
-			return
-		}
-		delete(p.known, del.ID)
+		p.park(ctx, del.ID, reason) // see park.go
 		return
 	}
 	if kind == rejected {
@@ -722,11 +693,12 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 		}
 		return
 	}
+	d.callFailed(status, time.Now())
 	if kind == unauthorized {
 		d.setDegraded(fmt.Errorf("pusher refuses roomcast's credentials or app (status %s): check PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET and the app's state", status))
-		d.log.Error("Pusher refuses roomcast's credentials: deliveries kept, readiness degraded", slog.String("status", status))
+		d.log.Error("Pusher refuses roomcast's credentials: deliveries kept, readiness degraded", slog.String("status", status), slog.String("error", redact(res.err)))
 	} else {
-		d.log.Warn("Pusher call failed: deliveries kept for retry", slog.String("status", status), slog.Int("events", len(c.ds)))
+		d.log.Warn("Pusher call failed: deliveries kept for retry", slog.String("status", status), slog.Int("events", len(c.ds)), slog.String("error", redact(res.err)))
 	}
 	// Forget the call and everything queued: after the pause they are read
 	// again from the outbox, in order and fresh (a delete during the outage
@@ -789,6 +761,7 @@ func (p *pipeline) dropQueued() {
 	}
 	p.ready, p.multi, p.queued = nil, nil, 0
 	clear(p.lastSeq) // what was dropped is unread again
+	clear(p.behind)  // and so is everything after it
 }
 
 func laneKey(del domain.Delivery) string {

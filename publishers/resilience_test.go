@@ -353,9 +353,9 @@ func pausesWithin(d time.Duration, cfg publishers.DispatcherConfig) int {
 	return n
 }
 
-// 1. A long Pusher outage under load: projection keeps its pace, the
-// dispatcher backs off instead of hammering, and the backlog drains in each
-// room's order once Pusher is back.
+// 1. A long Pusher outage under load: projection goes on without Pusher,
+// the dispatcher backs off instead of hammering Pusher or Postgres, and the
+// backlog drains in each room's order once Pusher is back.
 func TestLongOutageUnderLoad(t *testing.T) {
 	t.Parallel()
 	const (
@@ -370,7 +370,9 @@ func TestLongOutageUnderLoad(t *testing.T) {
 		MaxBackoff:   time.Second,
 	}
 	f := newIdleFixture(t)
-	f.useConfig(f.client, cfg)
+	reads := &countingOutbox{Outbox: f.outbox}
+	f.dispatcher = publishers.NewDispatcher(reads, f.client, cfg)
+	f.projector.OnDeliveriesOwed(f.dispatcher.Wake)
 	f.start()
 
 	// Baseline: the same shape of load (4 workers, 50 rooms) with Pusher up.
@@ -406,16 +408,16 @@ func TestLongOutageUnderLoad(t *testing.T) {
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
+	// Projection does not wait on Pusher: the whole stream was committed
+	// while Pusher refused every call (the wait above). The rates are only
+	// logged: the package's parallel tests share two or so CPUs with
+	// Postgres, and comparing them failed now and then on a loaded machine.
+	// What the dispatcher costs Postgres is checked below by counting its
+	// reads of the outbox from here on, when no commit wakes it any more.
+	quietFrom, quietReads := time.Now(), reads.reads.Load()
 	outageRate := float64(nRooms*perRoom) / res.took.Seconds()
 	t.Logf("projection: %.0f events/s with Pusher up, %.0f events/s during the outage (%d events in %v)",
 		baseRate, outageRate, nRooms*perRoom, res.took.Round(time.Millisecond))
-	// The rates are measured under the same load (the package's parallel
-	// tests share two or so CPUs with Postgres); only a projection that
-	// waits on the dispatcher or competes with it for Postgres drops by a
-	// factor of four.
-	if outageRate < baseRate/4 {
-		t.Errorf("projection during the outage ran at %.0f events/s, less than a quarter of the %.0f events/s with Pusher up", outageRate, baseRate)
-	}
 	if took := time.Since(down); took >= outage {
 		// A slow machine: keep Pusher down until the projection is done, so
 		// that what follows still starts from a full backlog.
@@ -439,6 +441,8 @@ func TestLongOutageUnderLoad(t *testing.T) {
 	}
 	up := time.Now()
 	lasted := up.Sub(down)
+	quietReads = reads.reads.Load() - quietReads
+	probes := callsBetween(f.srv, 503, quietFrom, up)
 	failed := callsBetween(f.srv, 503, down, up)
 	burstSizes := bursts(f.srv, 503, cfg.MinBackoff*8/10)
 	f.srv.SetDown(false)
@@ -468,6 +472,16 @@ func TestLongOutageUnderLoad(t *testing.T) {
 	if failed > hotLoop {
 		t.Errorf("%d calls refused during a %v outage, more than %d (64 calls in each of %d backoff pauses): the dispatcher retries in a hot loop",
 			failed, lasted.Round(time.Millisecond), hotLoop, pauses)
+	}
+	// Nor does it hammer Postgres. Once the stream is committed, each
+	// pause ends with one read of the outbox, for the one call that probes
+	// Pusher; polls during that call read nothing more. So the reads since
+	// then are at most the probes Pusher refused since then, plus the one
+	// whose probe may be answered after Pusher came back.
+	t.Logf("after the stream was committed: %d reads of the outbox, %d probes refused", quietReads, probes)
+	if quietReads > int64(probes)+1 {
+		t.Errorf("%d reads of the outbox over the last %v of the outage, for %d probes Pusher refused: want at most one read per probe (+1)",
+			quietReads, up.Sub(quietFrom).Round(time.Millisecond), probes)
 	}
 	if failed > maxFailed {
 		t.Errorf("%d calls refused during a %v outage, want at most %d (one round of %d calls, then 2 per backoff pause, %d pauses with MinBackoff %v, MaxBackoff %v): "+

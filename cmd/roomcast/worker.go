@@ -70,7 +70,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 			}
 		}
 	})
-	registerBacklog(reg, outbox)
+	backlog := registerBacklog(reg, outbox, log.With(slog.String("component", "backlog")))
 
 	batcher := consumers.NewBatcher(projector, consumers.BatcherConfig{
 		MaxBatch: cfg.BatchMax, Concurrency: cfg.BatchConcurrency, Registerer: reg,
@@ -113,6 +113,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 		return consumer.Run(gctx)
 	})
 	g.Go(func() error { return dispatcher.Run(gctx) })
+	g.Go(func() error { backlog.run(gctx); return nil })
 	g.Go(func() error {
 		for {
 			select {
@@ -165,28 +166,4 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	case <-time.After(cfg.ShutdownTimeout):
 		return fmt.Errorf("shutdown took longer than SHUTDOWN_TIMEOUT (%s)", cfg.ShutdownTimeout)
 	}
-}
-
-// registerBacklog exports the outbox's backlog, read at scrape time.
-func registerBacklog(reg prometheus.Registerer, outbox *projections.Outbox) {
-	read := func() projections.Backlog {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		b, _ := outbox.Backlog(ctx)
-		return b
-	}
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "roomcast_deliveries_pending",
-			Help: "Deliveries owed to Pusher and not yet accepted.",
-		}, func() float64 { return float64(read().Pending) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "roomcast_deliveries_oldest_pending_seconds",
-			Help: "Age of the oldest delivery owed to Pusher (0 when none is pending).",
-		}, func() float64 { return read().OldestAge.Seconds() }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "roomcast_deliveries_parked",
-			Help: "Deliveries parked because Pusher rejects them (see deliveries.parked_reason).",
-		}, func() float64 { return float64(read().Parked) }),
-	)
 }
