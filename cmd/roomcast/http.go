@@ -83,8 +83,8 @@ func (w *worker) ready(rw http.ResponseWriter, _ *http.Request) {
 
 // newWorkerReadiness is the checker of `roomcast run`: Postgres answers and
 // its migrations are current, Kafka answers and knows the topic, the
-// consumer runs, Pusher accepts the credentials, and whatever the consumer
-// and the dispatcher report as stalled (their Problems, when they have one).
+// consumer runs, and whatever the consumer and the dispatcher report as
+// stalled or refused (their Problems).
 func newWorkerReadiness(cfg Config, log *slog.Logger, db *gorm.DB, migrator *migrations.Migrator,
 	probe *consumers.Probe, consumer *consumers.Consumer, dispatcher *publishers.Dispatcher) *readiness {
 	postgres := &readinessCheck{name: "postgres", probe: func(ctx context.Context) (string, error) {
@@ -119,20 +119,8 @@ func newWorkerReadiness(cfg Config, log *slog.Logger, db *gorm.DB, migrator *mig
 		}
 		return "", nil
 	}}
-	pusher := &readinessCheck{name: "pusher", probe: func(context.Context) (string, error) {
-		if err := dispatcher.Degraded(); err != nil {
-			return "refuses the credentials", err
-		}
-		return "", nil
-	}}
-	// Consumer.Problems and Dispatcher.Problems come with the stall
-	// detection; until both exist, whichever has one is asked.
-	var sources []problemSource
-	for _, c := range []any{consumer, dispatcher} {
-		if s, ok := c.(problemSource); ok {
-			sources = append(sources, s)
-		}
-	}
-	return newReadiness(log.With(slog.String("component", "readiness")), secretsOf(cfg), sources,
-		postgres, schema, kafka, running, pusher)
+	// The dispatcher's Problems say at once when Pusher refuses the
+	// credentials, and when its calls have failed for STALL_AFTER.
+	return newReadiness(log.With(slog.String("component", "readiness")), secretsOf(cfg),
+		[]problemSource{consumer, dispatcher}, postgres, schema, kafka, running)
 }

@@ -300,7 +300,7 @@ func startDispatcher(ctx context.Context, cfg Config, db *gorm.DB, log *slog.Log
 		outbox.KeepDelivered()
 	}
 	d := publishers.NewDispatcher(outbox, publishers.NewClient(cfg.Pusher), publishers.DispatcherConfig{
-		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention,
+		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention, StallAfter: cfg.StallAfter,
 		Logger: log.With(slog.String("component", "dispatcher")),
 	})
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -52,7 +52,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 		outbox.KeepDelivered()
 	}
 	dispatcher := publishers.NewDispatcher(outbox, publishers.NewClient(cfg.Pusher), publishers.DispatcherConfig{
-		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention,
+		MaxInFlight: cfg.MaxInFlight, BatchEvents: cfg.BatchEvents, Retention: cfg.Retention, StallAfter: cfg.StallAfter,
 		Logger: log.With(slog.String("component", "dispatcher")), Registerer: reg,
 	})
 	// A batch's deliveries go straight to this process's dispatcher when it
