@@ -75,7 +75,7 @@ func TestDeployments(t *testing.T) {
 		{"an alert on a label the metric lacks", "kubernetes", "kubernetes/components/prometheus-operator/prometheusrule.yaml",
 			"sum by (topic) (roomcast_kafka_consumer_lag)", "sum by (room) (roomcast_kafka_consumer_lag)", `groups by "room"`},
 		{"an alert without its section in the docs", "kubernetes", "README.md",
-			"#### RoomcastDeadLetters", "#### Dead letters", `no section "RoomcastDeadLetters"`},
+			"#### RoomcastDeadLetters\n", "#### Dead letters\n", `no section "RoomcastDeadLetters"`},
 		{"KEDA watching another topic", "kubernetes", "kubernetes/components/keda/scaledobject.yaml",
 			"topicFromEnv: KAFKA_TOPIC", "topicFromEnv: KAFKA_DLQ_TOPIC", "topic is"},
 		{"KEDA with another SASL mechanism", "kubernetes", "kubernetes/overlays/production/scaledobject-patch.yaml",
