@@ -1322,11 +1322,19 @@ func (g *group) rebalance() {
 		}
 	}
 
+	wasPreparing := g.state == groupPreparingRebalance // roomcast patch 1, see PATCHES.md
 	g.state = groupPreparingRebalance
 	g.clearPendingSync()
 
 	if g.nJoining >= len(g.members) {
 		g.completeRebalance()
+		return
+	}
+
+	// roomcast patch 1 (PATCHES.md): a rebalance already being prepared
+	// keeps the deadline set when it began, as Kafka's DelayedJoin does;
+	// later joins and expiries only complete it early.
+	if wasPreparing && g.tRebalance != nil {
 		return
 	}
 
