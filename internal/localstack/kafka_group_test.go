@@ -2,93 +2,14 @@ package localstack_test
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/roomcast/roomcast/internal/localstack"
 )
-
-// groupMember speaks the classic group protocol (JoinGroup, SyncGroup) on a
-// connection of its own, as one consumer process does.
-type groupMember struct {
-	t        *testing.T
-	cl       *kgo.Client
-	group    string
-	id       string
-	session  time.Duration
-	rebal    time.Duration
-	metadata []byte
-}
-
-func newGroupMember(t *testing.T, k *localstack.Kafka, group string, session, rebalance time.Duration) *groupMember {
-	t.Helper()
-	// A JoinGroup may wait up to the rebalance timeout; the overhead keeps
-	// the client from giving up on it before the test does.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...), kgo.RequestTimeoutOverhead(2*time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	meta := kmsg.NewConsumerMemberMetadata()
-	meta.Topics = []string{"t"}
-	return &groupMember{t: t, cl: cl, group: group, session: session, rebal: rebalance, metadata: meta.AppendTo(nil)}
-}
-
-// join sends JoinGroup until the broker answers it with something other
-// than MEMBER_ID_REQUIRED (a new member's first join) and returns that
-// answer; it blocks while the group prepares a rebalance.
-func (m *groupMember) join(ctx context.Context) (*kmsg.JoinGroupResponse, error) {
-	for {
-		req := kmsg.NewPtrJoinGroupRequest()
-		req.Group = m.group
-		req.MemberID = m.id
-		req.SessionTimeoutMillis = int32(m.session.Milliseconds())
-		req.RebalanceTimeoutMillis = int32(m.rebal.Milliseconds())
-		req.ProtocolType = "consumer"
-		req.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: m.metadata}}
-		resp, err := req.RequestWith(ctx, m.cl)
-		if err != nil {
-			return nil, err
-		}
-		if resp.ErrorCode == kerr.MemberIDRequired.Code {
-			m.id = resp.MemberID
-			continue
-		}
-		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-			return resp, fmt.Errorf("join group %s: %w", m.group, err)
-		}
-		m.id = resp.MemberID
-		return resp, nil
-	}
-}
-
-// sync sends SyncGroup for generation, as the leader when it assigns.
-func (m *groupMember) sync(ctx context.Context, generation int32, assign bool) error {
-	req := kmsg.NewPtrSyncGroupRequest()
-	req.Group = m.group
-	req.MemberID = m.id
-	req.Generation = generation
-	req.ProtocolType = kmsg.StringPtr("consumer")
-	req.Protocol = kmsg.StringPtr("range")
-	if assign {
-		a := kmsg.NewSyncGroupRequestGroupAssignment()
-		a.MemberID = m.id
-		assignment := kmsg.NewConsumerMemberAssignment()
-		a.MemberAssignment = assignment.AppendTo(nil)
-		req.GroupAssignment = append(req.GroupAssignment, a)
-	}
-	resp, err := req.RequestWith(ctx, m.cl)
-	if err != nil {
-		return err
-	}
-	return kerr.ErrorForCode(resp.ErrorCode)
-}
 
 // TestKafkaRebalanceKeepsItsDeadline: once a group prepares a rebalance, the
 // broker answers the members that rejoined within the rebalance timeout

@@ -1713,13 +1713,14 @@ members:
 func (g *group) reply(creq *clientReq, kresp kmsg.Response, m *groupMember) {
 	if m != nil {
 		m.waitingReply = nil
-	}
-	if !creq.reply(kresp) {
-		return
-	}
-	if m != nil {
+		// roomcast patch 2 (PATCHES.md): the member's session restarts
+		// whether or not the answer reached it, as Kafka schedules every
+		// member's heartbeat expiration when a join or sync completes; a
+		// member that died while waiting is then expired one session
+		// later.
 		g.updateHeartbeat(m)
 	}
+	creq.reply(kresp)
 }
 
 ///////////////////////////
