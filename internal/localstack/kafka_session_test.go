@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/roomcast/roomcast/internal/localstack"
 )
@@ -107,4 +108,81 @@ func TestKafkaMemberDeadBeforeItsJoinAnswerExpires(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("the dead members were expired %v after the join completed (session %v)", time.Since(joined).Round(time.Millisecond), session)
+}
+
+// TestKafkaMemberWaitingInRebalanceIsNotExpired: a member waiting in its
+// JoinGroup satisfies its heartbeats, however long the rebalance takes, as
+// in Kafka (MemberMetadata.hasSatisfiedHeartbeat). Upstream kfake expired it
+// one session after its last heartbeat and left its JoinGroup unanswered,
+// so the client waited for its own timeout (Sarama: 30 s, then "i/o
+// timeout") and joined again as a new member. See third_party/kfake/PATCHES.md.
+func TestKafkaMemberWaitingInRebalanceIsNotExpired(t *testing.T) {
+	t.Parallel()
+	k := startKafka(t, localstack.KafkaConfig{})
+	const (
+		group     = "waiting-member-group"
+		session   = 6 * time.Second
+		rebalance = 15 * time.Second // a rebalance outlasting the session
+		giveUp    = 40 * time.Second
+	)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	// silent and waiting form a stable group; silent then goes quiet with a
+	// long session, so that the next rebalance lasts its whole timeout.
+	silent := newGroupMember(t, k, group, 5*time.Minute, rebalance)
+	resp, err := silent.join(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.sync(ctx, resp.Generation, true); err != nil {
+		t.Fatal(err)
+	}
+	waiting := newGroupMember(t, k, group, session, rebalance)
+	joinDone := make(chan error, 1)
+	var wresp *kmsg.JoinGroupResponse
+	go func() {
+		var err error
+		wresp, err = waiting.join(ctx)
+		joinDone <- err
+	}()
+	silent.waitState(ctx, "PreparingRebalance", 2)
+	resp, err = silent.join(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-joinDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.sync(ctx, resp.Generation, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := waiting.sync(ctx, wresp.Generation, false); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new member joins; the waiting member rejoins at once (as a client
+	// told by its heartbeat) and waits for the silent one until the
+	// rebalance timeout.
+	began := time.Now()
+	go func() { _, _ = newGroupMember(t, k, group, session, rebalance).join(ctx) }()
+	waiting.waitState(ctx, "PreparingRebalance", 3)
+	go func() {
+		_, err := waiting.join(ctx)
+		joinDone <- err
+	}()
+	select {
+	case err := <-joinDone:
+		if err != nil {
+			t.Fatalf("the waiting member's rejoin: %v", err)
+		}
+	case <-time.After(giveUp):
+		t.Fatalf("the waiting member's JoinGroup is unanswered %v after the rebalance began (session %v, rebalance timeout %v): "+
+			"the broker expired it while it waited", giveUp, session, rebalance)
+	}
+	t.Logf("the waiting member's JoinGroup was answered %v after the rebalance began (session %v, rebalance timeout %v)",
+		time.Since(began).Round(time.Millisecond), session, rebalance)
+	if _, ids := waiting.describe(ctx); slices.Contains(ids, silent.id) || !slices.Contains(ids, waiting.id) {
+		t.Errorf("members %v after the rebalance, want the waiting one (%s) and not the silent one", ids, waiting.id)
+	}
 }

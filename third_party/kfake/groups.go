@@ -1519,6 +1519,12 @@ func (g *group) updateHeartbeat(m *groupMember) {
 		if g.members[m.memberID] != m {
 			return
 		}
+		// roomcast patch 3 (PATCHES.md): a member waiting in JoinGroup or
+		// SyncGroup satisfies its heartbeats, as in Kafka; its session
+		// restarts when it is answered (reply).
+		if !m.waitingReply.empty() {
+			return
+		}
 		g.updateMemberAndRebalance(m, nil, nil)
 	})
 }
