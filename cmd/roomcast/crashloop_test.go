@@ -188,21 +188,7 @@ func testKill9Loop(t *testing.T, bin string, pg *localstack.Postgres) {
 
 	// Pusher: each room's seqs delivered in order; duplicates per kill.
 	sd := s.checkStreamDelivered(want)
-	perKill := make([]int, len(restarts))
-	before := 0
-	for _, e := range sd.duplicates {
-		k := -1
-		for i, at := range restarts {
-			if !e.ReceivedAt.Before(at) {
-				k = i
-			}
-		}
-		if k < 0 {
-			before++
-			continue
-		}
-		perKill[k]++
-	}
+	before, perKill := sd.perRestart(restarts)
 	t.Logf("%d Pusher deliveries for %d events: %d duplicates; after each kill: %v (bound %d per kill)",
 		len(sd.events), total, len(sd.duplicates), perKill, dupsPerKill)
 	if before != 0 {

@@ -222,6 +222,27 @@ func (s *stack) checkStreamDelivered(want map[string]int) streamDelivery {
 	return sd
 }
 
+// perRestart attributes the duplicates to the restart after which they
+// were delivered (Pusher's receipt at or after restarts[k]); before counts
+// those delivered before the first restart.
+func (sd streamDelivery) perRestart(restarts []time.Time) (before int, after []int) {
+	after = make([]int, len(restarts))
+	for _, e := range sd.duplicates {
+		k := -1
+		for i, at := range restarts {
+			if !e.ReceivedAt.Before(at) {
+				k = i
+			}
+		}
+		if k < 0 {
+			before++
+			continue
+		}
+		after[k]++
+	}
+	return before, after
+}
+
 // progressLog samples, every second until stopped, how many events are
 // projected and delivered and the state of the consumer group: the timeline
 // a failing crash test logs.
