@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 20s
 
-.PHONY: run test build vet fuzz bench sample clean bench-ingest
+.PHONY: run test build vet fuzz bench sample clean bench-ingest chaos
 
 ## run: everything on this machine with embedded defaults (in-process Kafka, throwaway Postgres, local Pusher capture)
 run:
@@ -24,6 +24,10 @@ vet:
 	$(GO) vet $(PKGS)
 	cd $(ALERTS) && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (echo "gofmt needed on:"; gofmt -l .; exit 1)
+
+## chaos: the long chaos test: hostile messages, a Pusher outage, Postgres down and ten SIGKILLs under a 4,000 events/s stream
+chaos:
+	ROOMCAST_CHAOS=long $(GO) test -race -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/roomcast/
 
 ## build: the roomcast binary in bin/
 build:
