@@ -23,21 +23,30 @@ type KeyedSubscriberConfig struct {
 	Brokers       []string
 	ConsumerGroup string
 	// Sarama is the base configuration (client id, SASL, TLS, rebalance
-	// strategy, timeouts); it is copied, not modified. The subscriber sets
-	// Consumer.Offsets.Initial from InitialOffset, and forces auto-commit on and
-	// Consumer.Return.Errors (errors are logged). Default: sarama.NewConfig()
-	// with client id "roomcast".
+	// strategy, timeouts, buffers); it is copied, not modified. The
+	// subscriber sets Consumer.Offsets.Initial from InitialOffset, and forces
+	// auto-commit on and Consumer.Return.Errors (errors are logged).
+	// Default: KafkaConfig{}.ConsumerConfig() (client id "roomcast").
 	Sarama *sarama.Config
 	// InitialOffset is where a group without a committed offset starts:
 	// sarama.OffsetOldest (default) or sarama.OffsetNewest.
 	InitialOffset int64
 	// MaxInFlightPerPartition caps the messages of one partition held between
 	// being read from Kafka and their offset becoming committable (all earlier
-	// ones acked), handed out or not (default 1000).
+	// ones acked), handed out or not. It must be below MaxInFlight, so that a
+	// partition whose head never completes (every later message of it is
+	// held until it does) cannot take every slot from the other partitions
+	// (default 1000, or half of MaxInFlight if that is less).
 	MaxInFlightPerPartition int
 	// MaxInFlight caps the same over all partitions and subscriptions of the
 	// subscriber (default 10000).
 	MaxInFlight int
+	// MaxInFlightBytes caps the bytes (key, value and headers) of the
+	// messages held, over all partitions, as MaxInFlight caps their count
+	// (default 64 MiB). A partition holds at most half of it, and a message
+	// larger than half of it is charged half, so that it still gets in and
+	// never waits for good (see byteBudget).
+	MaxInFlightBytes int64
 	// MaxInFlightPerKey is how many messages of one key are handed out at
 	// once (default 1: the next one only after the previous one was acked).
 	// Above 1 the handler must keep the key's order itself, as Batcher does
@@ -73,17 +82,19 @@ type KeyedSubscriberConfig struct {
 
 func (c *KeyedSubscriberConfig) setDefaults() {
 	if c.Sarama == nil {
-		c.Sarama = sarama.NewConfig()
-		c.Sarama.ClientID = "roomcast"
+		c.Sarama = KafkaConfig{}.ConsumerConfig()
 	}
 	if c.InitialOffset == 0 {
 		c.InitialOffset = sarama.OffsetOldest
 	}
-	if c.MaxInFlightPerPartition == 0 {
-		c.MaxInFlightPerPartition = 1000
-	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 10000
+	}
+	if c.MaxInFlightPerPartition == 0 {
+		c.MaxInFlightPerPartition = max(1, min(1000, c.MaxInFlight/2))
+	}
+	if c.MaxInFlightBytes == 0 {
+		c.MaxInFlightBytes = 64 << 20
 	}
 	if c.MaxInFlightPerKey == 0 {
 		c.MaxInFlightPerKey = 1
@@ -119,6 +130,13 @@ func (c KeyedSubscriberConfig) Validate() error {
 	}
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlight %d is negative", c.MaxInFlight))
+	}
+	if c.MaxInFlight > 0 && c.MaxInFlightPerPartition >= c.MaxInFlight {
+		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlightPerPartition %d must be below MaxInFlight %d, so that one partition cannot hold every slot",
+			c.MaxInFlightPerPartition, c.MaxInFlight))
+	}
+	if c.MaxInFlightBytes < 0 {
+		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlightBytes %d is negative", c.MaxInFlightBytes))
 	}
 	if c.MaxInFlightPerKey < 0 {
 		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlightPerKey %d is negative", c.MaxInFlightPerKey))
@@ -176,6 +194,7 @@ type KeyedSubscriber struct {
 	sarama *sarama.Config
 	log    *slog.Logger
 	tokens chan struct{} // one per message held, over all partitions
+	budget *byteBudget   // bytes of the messages held, over all partitions
 
 	closeCtx  context.Context // cancelled by Close
 	closeNow  context.CancelFunc
@@ -214,6 +233,7 @@ func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
 		sarama:    &sc,
 		log:       cfg.Logger.With(slog.String("consumer_group", cfg.ConsumerGroup)),
 		tokens:    make(chan struct{}, cfg.MaxInFlight),
+		budget:    newByteBudget(cfg.MaxInFlightBytes),
 		closeCtx:  closeCtx,
 		closeNow:  closeNow,
 		partition: make(map[keyedTopicPartition]*keyedPartition),
@@ -311,6 +331,8 @@ type KeyedPartitionStats struct {
 	InFlight int
 	// Processing counts the messages handed out and not yet acked or nacked.
 	Processing int
+	// Bytes is the size of the InFlight messages (keys, values, headers).
+	Bytes int64
 	// Marked is the offset the group resumes from as far as this member
 	// knows (the last marked offset, else the one the claim started from; -1
 	// while unknown). Marked offsets are committed within Sarama's
@@ -337,7 +359,7 @@ func (s *KeyedSubscriber) Stats() []KeyedPartitionStats {
 		p.mu.Lock()
 		stats = append(stats, KeyedPartitionStats{
 			Topic: p.topic, Partition: p.id,
-			InFlight: len(p.order), Processing: p.processing, Marked: p.marked,
+			InFlight: len(p.order), Processing: p.processing, Bytes: p.bytes, Marked: p.marked,
 			HighWaterMark: p.claim.HighWaterMarkOffset(), Paused: p.catchUp.paused,
 		})
 		p.mu.Unlock()
@@ -347,6 +369,10 @@ func (s *KeyedSubscriber) Stats() []KeyedPartitionStats {
 	})
 	return stats
 }
+
+// InFlightBytes is the size of the messages held over all partitions
+// (bounded by MaxInFlightBytes; see byteBudget).
+func (s *KeyedSubscriber) InFlightBytes() int64 { return s.budget.held.Load() }
 
 func (s *KeyedSubscriber) register(p *keyedPartition) {
 	s.mu.Lock()
@@ -417,6 +443,8 @@ type keyedPartition struct {
 	keys       map[string][]*keyedRecord // held, unacked messages by key, by offset; the first MaxInFlightPerKey may be out
 	ready      []*keyedRecord            // among the first MaxInFlightPerKey of their key, not out: to hand out
 	processing int                       // handed out, not acked or nacked
+	bytes      int64                     // size of the held messages
+	charged    int64                     // their charge on the byte budget
 	marked     int64
 	draining   bool // no more handing out
 	closed     bool // claim over: acks are ignored
@@ -425,6 +453,8 @@ type keyedPartition struct {
 // keyedRecord is a Kafka message held by its partition.
 type keyedRecord struct {
 	offset int64
+	size   int64 // messageSize
+	charge int64 // on the byte budget
 	key    string
 	base   context.Context // msgCtx with the Kafka values and the turn
 	turn   *turn
@@ -441,8 +471,17 @@ func (p *keyedPartition) run() {
 	sessionDone := p.sess.Context().Done()
 	// pending was read but holds no token yet: at most one per partition
 	// beyond the caps, so that a partition never holds an idle token and the
-	// end of the claim (Messages closing) is seen while below the cap.
+	// end of the claim (Messages closing) is seen while below the cap. Its
+	// charge on the byte budget is taken first (reserved), then its token.
 	var pending *sarama.ConsumerMessage
+	var size, charge int64
+	reserved := false
+	defer func() {
+		if reserved {
+			p.s.budget.release(charge, 0)
+		}
+		p.s.budget.forget(p)
+	}()
 	for {
 		p.mu.Lock()
 		var next *keyedRecord
@@ -450,15 +489,22 @@ func (p *keyedPartition) run() {
 		if len(p.ready) > 0 {
 			next, nextMsg = p.ready[0], p.ready[0].msg
 		}
-		full := len(p.order) >= p.s.cfg.MaxInFlightPerPartition
+		full := len(p.order) >= p.s.cfg.MaxInFlightPerPartition ||
+			(pending != nil && !reserved && p.s.budget.partitionFull(p.charged, charge))
 		p.mu.Unlock()
 
 		var in <-chan *sarama.ConsumerMessage
 		var admit chan<- struct{}
+		var budgetFreed <-chan struct{}
 		if pending == nil {
 			in = msgs
 		} else if !full {
-			admit = p.s.tokens
+			if !reserved {
+				reserved, budgetFreed = p.s.budget.reserve(p, charge)
+			}
+			if reserved {
+				admit = p.s.tokens
+			}
 		}
 		var out chan<- *message.Message
 		if next != nil {
@@ -472,12 +518,15 @@ func (p *keyedPartition) run() {
 				return
 			}
 			pending = km
+			size = messageSize(km)
+			charge = p.s.budget.charge(size)
 			p.next.Store(km.Offset + 1)
 		case admit <- struct{}{}:
-			p.admit(pending)
-			pending = nil
+			p.admit(pending, size, charge)
+			pending, reserved = nil, false
 		case out <- nextMsg:
 			p.handOut(next, nextMsg)
+		case <-budgetFreed:
 		case <-p.notify:
 		case <-sessionDone:
 			p.drain("session ended")
@@ -488,12 +537,13 @@ func (p *keyedPartition) run() {
 
 // admit holds km (its token taken) and makes it ready if its key has fewer
 // than MaxInFlightPerKey earlier messages held.
-func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
+func (p *keyedPartition) admit(km *sarama.ConsumerMessage, size, charge int64) {
+	p.s.budget.hold(size)
 	msg, err := kafka.DefaultMarshaler{}.Unmarshal(km)
 	if err != nil { // DefaultMarshaler does not fail; keep the value regardless
 		msg = message.NewMessage("", km.Value)
 	}
-	rec := &keyedRecord{offset: km.Offset, key: string(km.Key), turn: &turn{}}
+	rec := &keyedRecord{offset: km.Offset, size: size, charge: charge, key: string(km.Key), turn: &turn{}}
 	mc := &messageCtx{Context: p.msgCtx, partition: km.Partition, offset: km.Offset, timestamp: km.Timestamp, key: km.Key, turn: rec.turn,
 		part: p, rec: rec}
 	if p.s.cfg.Prepare != nil {
@@ -504,6 +554,8 @@ func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
 	defer p.mu.Unlock()
 	rec.setMessage(msg)
 	p.order = append(p.order, rec)
+	p.bytes += size
+	p.charged += charge
 	q := p.keys[rec.key]
 	if len(q) > 0 {
 		rec.turn.prev.Store(q[len(q)-1].turn)
@@ -614,19 +666,27 @@ func (p *keyedPartition) ack(rec *keyedRecord) {
 		}
 	}
 	n := 0
+	var size, charge int64
 	for n < len(p.order) && p.order[n].acked {
+		size += p.order[n].size
+		charge += p.order[n].charge
 		n++
 	}
 	if n > 0 {
 		next := p.order[n-1].offset + 1
 		clear(p.order[:n])
 		p.order = p.order[n:]
+		p.bytes -= size
+		p.charged -= charge
 		p.marked = next
 		p.sess.MarkOffset(p.topic, p.id, next, "")
 	}
 	p.mu.Unlock()
 	for range n {
 		<-p.s.tokens
+	}
+	if n > 0 {
+		p.s.budget.release(charge, size)
 	}
 	p.wake()
 }
@@ -736,11 +796,14 @@ wait:
 	p.closed = true
 	held := p.order
 	p.order, p.ready, p.keys = nil, nil, nil
+	size, charge := p.bytes, p.charged
+	p.bytes, p.charged = 0, 0
 	p.mu.Unlock()
 	for _, rec := range held {
 		rec.cancel()
 		<-p.s.tokens
 	}
+	p.s.budget.release(charge, size)
 	close(p.done)
 	p.watchers.Wait()
 	p.log.Debug("partition released", slog.String("why", why), slog.Int64("marked", p.marked))

@@ -25,7 +25,7 @@ import (
 )
 
 // keyedTopic starts a broker with one topic of the given partitions.
-func keyedTopic(t *testing.T, partitions int32) (brokers []string, topic string) {
+func keyedTopic(t testing.TB, partitions int32) (brokers []string, topic string) {
 	t.Helper()
 	k := testsupport.Kafka(t, map[string]int32{"keyed.events": partitions})
 	return k.Brokers, k.Topics["keyed.events"]
@@ -81,10 +81,10 @@ func produceKeyedErr(brokers []string, topic string, events []keyedEvent) error 
 	return nil
 }
 
-// keyedSaramaConfig notices rebalances quickly (the default heartbeat is 3s).
+// keyedSaramaConfig is roomcast's consumer configuration, noticing
+// rebalances quickly (the default heartbeat is 3s).
 func keyedSaramaConfig() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.ClientID = "roomcast-test"
+	sc := consumers.KafkaConfig{ClientID: "roomcast-test"}.ConsumerConfig()
 	sc.Consumer.Group.Heartbeat.Interval = 100 * time.Millisecond
 	return sc
 }
@@ -249,7 +249,7 @@ func keyedSeqs(n int) []int {
 }
 
 // keyedWaitFor polls cond until it holds or timeout passes.
-func keyedWaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func keyedWaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -857,6 +857,16 @@ func TestKeyedSubscriberConfigValidate(t *testing.T) {
 	}
 	if _, err := consumers.NewKeyedSubscriber(consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", Sarama: sc}); err == nil {
 		t.Error("NewKeyedSubscriber accepted the default drain timeout of 10s with a rebalance timeout of 5s")
+	}
+	err = consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g",
+		MaxInFlight: 20, MaxInFlightPerPartition: 20, MaxInFlightBytes: -1}.Validate()
+	for _, want := range []string{"MaxInFlightPerPartition 20 must be below MaxInFlight 20", "MaxInFlightBytes -1"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %q", err, want)
+		}
+	}
+	if err := (consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", MaxInFlight: 20}).Validate(); err != nil {
+		t.Errorf("MaxInFlight 20 with the default per partition: %v", err)
 	}
 	sub, err := consumers.NewKeyedSubscriber(consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g"})
 	if err != nil {

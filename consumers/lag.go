@@ -9,10 +9,11 @@ import (
 // lagCollector exports, at scrape time, the lag and in-flight messages of the
 // partitions this process holds.
 type lagCollector struct {
-	sub      *KeyedSubscriber
-	lag      *prometheus.Desc
-	inFlight *prometheus.Desc
-	paused   *prometheus.Desc
+	sub           *KeyedSubscriber
+	lag           *prometheus.Desc
+	inFlight      *prometheus.Desc
+	paused        *prometheus.Desc
+	inFlightBytes *prometheus.Desc
 }
 
 func newLagCollector(sub *KeyedSubscriber) *lagCollector {
@@ -27,6 +28,9 @@ func newLagCollector(sub *KeyedSubscriber) *lagCollector {
 		paused: prometheus.NewDesc("roomcast_kafka_partition_paused",
 			"1 while a partition is not fetched so that the partitions further behind catch up (KAFKA_CATCH_UP_RATIO), else 0.",
 			[]string{"topic", "partition"}, nil),
+		inFlightBytes: prometheus.NewDesc("roomcast_kafka_in_flight_bytes",
+			"Bytes (keys, values, headers) of the messages held by the subscriber over all partitions (bounded by KAFKA_MAX_IN_FLIGHT_BYTES).",
+			nil, nil),
 	}
 }
 
@@ -34,6 +38,7 @@ func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lag
 	ch <- c.inFlight
 	ch <- c.paused
+	ch <- c.inFlightBytes
 }
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
@@ -49,4 +54,5 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, st.Topic, part)
 	}
+	ch <- prometheus.MustNewConstMetric(c.inFlightBytes, prometheus.GaugeValue, float64(c.sub.InFlightBytes()))
 }
