@@ -33,6 +33,8 @@ type Config struct {
 	MaxInFlightPerKey int
 	// MaxInFlightBytes bounds the bytes of the messages held (default 64 MiB).
 	MaxInFlightBytes int64
+	// GroupInstanceID makes the consumer a static group member (KIP-345).
+	GroupInstanceID string
 	// CatchUpRatio: partitions whose backlog is below this share of the
 	// largest are not fetched until the others caught up (see
 	// CatchUpConfig; 0: the default 0.5, negative: off).
@@ -117,6 +119,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		MaxInFlight:             cfg.MaxInFlight,
 		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
 		MaxInFlightBytes:        cfg.MaxInFlightBytes,
+		GroupInstanceID:         cfg.GroupInstanceID,
 		Prepare:                 DecodeAhead,
 		SettledByMiddleware:     true, // SettleKeyed below
 		CatchUp:                 CatchUpConfig{Ratio: cfg.CatchUpRatio},

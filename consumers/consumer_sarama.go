@@ -1,9 +1,14 @@
 package consumers
 
-import "github.com/IBM/sarama"
+import (
+	"time"
+
+	"github.com/IBM/sarama"
+)
 
 // ConsumerConfig returns the Sarama configuration a KeyedSubscriber starts
-// from: c's client id, SASL and TLS, with buffers bounded in bytes.
+// from: c's client id, SASL and TLS, with buffers bounded in bytes and
+// timeouts that fit together.
 //
 // Memory. Sarama buffers, per partition, up to ChannelBufferSize messages
 // in a channel, plus the rest of the partition's last fetch response that
@@ -31,6 +36,17 @@ import "github.com/IBM/sarama"
 // Fetch.Max it would give the message up with ErrMessageTooLarge and skip
 // it. With KIP-74 (fetch v3+, every broker since 0.10.1) such a batch comes
 // whole, so a message larger than the fetch size never stalls a partition.
+//
+// Timeouts. Sarama reads every response, a JoinGroup's too, within
+// Net.ReadTimeout (30s), while the broker may hold a JoinGroup for up to
+// the group's Consumer.Group.Rebalance.Timeout (Sarama's default 60s) while
+// it waits for the other members: the member gave up, joined again and
+// could loop like that for good (with killed members the group waits for).
+// Rebalance.Timeout is therefore 20s: below Net.ReadTimeout with room for
+// the answer, and above DrainTimeout (10s), the time a revoked partition's
+// messages get to finish before the member rejoins. A broker holds a join
+// for the largest Rebalance.Timeout among the members, so older members
+// with Sarama's default can still cause one such retry.
 func (c KafkaConfig) ConsumerConfig() *sarama.Config {
 	sc := sarama.NewConfig()
 	c.apply(sc)
@@ -38,5 +54,7 @@ func (c KafkaConfig) ConsumerConfig() *sarama.Config {
 	sc.Consumer.Fetch.Default = 1 << 20
 	sc.Consumer.Fetch.MaxBytes = 8 << 20
 	sc.Consumer.Fetch.Max = 0
+	sc.Net.ReadTimeout = 30 * time.Second
+	sc.Consumer.Group.Rebalance.Timeout = 20 * time.Second
 	return sc
 }

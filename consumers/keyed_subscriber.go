@@ -24,9 +24,13 @@ type KeyedSubscriberConfig struct {
 	ConsumerGroup string
 	// Sarama is the base configuration (client id, SASL, TLS, rebalance
 	// strategy, timeouts, buffers); it is copied, not modified. The
-	// subscriber sets Consumer.Offsets.Initial from InitialOffset, and forces
-	// auto-commit on and Consumer.Return.Errors (errors are logged).
-	// Default: KafkaConfig{}.ConsumerConfig() (client id "roomcast").
+	// subscriber sets Consumer.Offsets.Initial from InitialOffset,
+	// Consumer.Group.InstanceId from GroupInstanceID, forces auto-commit on
+	// and Consumer.Return.Errors (errors are logged), and dials through
+	// Net.Proxy (wrapping the configured dialer) so that a stop can cut a
+	// request that would hold it. Its Consumer.Group.Rebalance.Timeout must
+	// be below Net.ReadTimeout (see KafkaConfig.ConsumerConfig). Default:
+	// KafkaConfig{}.ConsumerConfig() (client id "roomcast").
 	Sarama *sarama.Config
 	// InitialOffset is where a group without a committed offset starts:
 	// sarama.OffsetOldest (default) or sarama.OffsetNewest.
@@ -77,7 +81,14 @@ type KeyedSubscriberConfig struct {
 	SettledByMiddleware bool
 	// CatchUp evens out how the partitions drain a backlog (see CatchUpConfig).
 	CatchUp CatchUpConfig
-	Logger  *slog.Logger
+	// GroupInstanceID, if set, makes each subscription a static member of
+	// the group (KIP-345, Sarama's Consumer.Group.InstanceId): a member
+	// that restarts with the same id takes its partitions back at once,
+	// without waiting for the old member's session to time out. A graceful
+	// stop leaves the group explicitly, so that the partitions move at once.
+	// Only one subscription at a time may use it.
+	GroupInstanceID string
+	Logger          *slog.Logger
 }
 
 func (c *KeyedSubscriberConfig) setDefaults() {
@@ -144,8 +155,17 @@ func (c KeyedSubscriberConfig) Validate() error {
 	if c.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("keyed subscriber: DrainTimeout %v is negative", c.DrainTimeout))
 	}
-	if err := c.Sarama.Validate(); err != nil {
+	sc := *c.Sarama
+	if c.GroupInstanceID != "" {
+		sc.Consumer.Group.InstanceId = c.GroupInstanceID
+	}
+	if err := sc.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("keyed subscriber: sarama config: %w", err))
+	}
+	if g := sc.Consumer.Group; g.Rebalance.Timeout >= sc.Net.ReadTimeout {
+		errs = append(errs, fmt.Errorf("keyed subscriber: Consumer.Group.Rebalance.Timeout %v must be below Net.ReadTimeout %v: "+
+			"the broker may hold a JoinGroup that long, and Sarama would give up on it and join again, for good",
+			g.Rebalance.Timeout, sc.Net.ReadTimeout))
 	}
 	if err := c.CatchUp.validate(); err != nil {
 		errs = append(errs, err)
@@ -200,8 +220,10 @@ type KeyedSubscriber struct {
 	closeNow  context.CancelFunc
 	mu        sync.Mutex
 	closed    bool
+	static    bool // a subscription with GroupInstanceID runs
 	subs      sync.WaitGroup
 	partition map[keyedTopicPartition]*keyedPartition
+	conns     []*groupConns // of every subscription, for crash (tests)
 }
 
 type keyedTopicPartition struct {
@@ -220,6 +242,9 @@ func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
 	}
 	sc := *cfg.Sarama // the caller's configuration stays as it was
 	sc.Consumer.Offsets.Initial = cfg.InitialOffset
+	if cfg.GroupInstanceID != "" {
+		sc.Consumer.Group.InstanceId = cfg.GroupInstanceID
+	}
 	// Committing is Sarama's periodic auto-commit of what was marked; turning
 	// it off would commit nothing.
 	sc.Consumer.Offsets.AutoCommit.Enable = true
@@ -244,31 +269,47 @@ func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
 // messages, closed once ctx ends or Close is called and the partitions were
 // drained. Each call is a separate member of the group.
 func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	static := s.sarama.Consumer.Group.InstanceId != ""
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, errors.New("keyed subscriber: closed")
 	}
+	if static && s.static {
+		s.mu.Unlock()
+		return nil, errors.New("keyed subscriber: a static member (GroupInstanceID) subscribes once at a time")
+	}
+	s.static = s.static || static
 	s.subs.Add(1)
+	conns := newGroupConns(s.sarama)
+	s.conns = append(s.conns, conns)
 	s.mu.Unlock()
 
-	group, err := sarama.NewConsumerGroup(s.cfg.Brokers, s.cfg.ConsumerGroup, s.sarama)
+	sc := conns.config(s.sarama)
+	group, err := sarama.NewConsumerGroup(s.cfg.Brokers, s.cfg.ConsumerGroup, sc)
 	if err != nil {
+		s.unsubscribed(conns, static)
 		s.subs.Done()
 		return nil, fmt.Errorf("keyed subscriber: join consumer group %s for %s: %w", s.cfg.ConsumerGroup, topic, err)
 	}
 	out := make(chan *message.Message)
 	consumeCtx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(s.closeCtx, cancel)
-	h := &keyedGroupHandler{s: s, out: out, msgCtx: context.WithoutCancel(ctx)}
+	h := &keyedGroupHandler{s: s, out: out, msgCtx: context.WithoutCancel(ctx), conns: conns}
+	stopping := context.AfterFunc(consumeCtx, h.stopping)
 	log := s.log.With(slog.String("topic", topic))
 	go func() {
 		defer s.subs.Done()
+		defer s.unsubscribed(conns, static)
 		errsDone := make(chan struct{})
 		go func() {
 			defer close(errsDone)
 			for err := range group.Errors() {
-				log.Warn("kafka consumer group error", slog.Any("err", err))
+				level := slog.LevelWarn
+				if errors.Is(err, errConnsCut) || errors.Is(err, errStopping) {
+					level = slog.LevelDebug // what a stop does on purpose
+				}
+				log.Log(context.Background(), level, "kafka consumer group error", slog.Any("err", err))
 			}
 		}()
 		balanced := make(chan struct{})
@@ -280,11 +321,10 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		cancel()
 		<-balanced
 		// Every ConsumeClaim has returned: nothing sends on out any more.
-		if err := group.Close(); err != nil {
-			log.Warn("close kafka consumer group", slog.Any("err", err))
-		}
+		h.leave(group, sc, log)
 		<-errsDone
 		stop()
+		stopping()
 		cancel()
 		close(out)
 	}()
@@ -294,7 +334,7 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 // consume runs consumer group sessions until ctx ends; a session ends at
 // every rebalance.
 func (s *KeyedSubscriber) consume(ctx context.Context, group sarama.ConsumerGroup, topic string, h *keyedGroupHandler, log *slog.Logger) {
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && h.joining() {
 		err := group.Consume(ctx, []string{topic}, h)
 		if ctx.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
 			return
@@ -393,10 +433,13 @@ type keyedGroupHandler struct {
 	s      *KeyedSubscriber
 	out    chan<- *message.Message
 	msgCtx context.Context // Subscribe's ctx without its cancellation
-}
+	conns  *groupConns
 
-func (*keyedGroupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (*keyedGroupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+	mu        sync.Mutex
+	inSession bool // from Setup until the next Consume call (see stopping)
+	stopped   bool
+	deadline  *time.Timer // cuts the connections if a stop takes too long
+}
 
 func (h *keyedGroupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	p := &keyedPartition{

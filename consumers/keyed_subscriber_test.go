@@ -858,15 +858,17 @@ func TestKeyedSubscriberConfigValidate(t *testing.T) {
 	if _, err := consumers.NewKeyedSubscriber(consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", Sarama: sc}); err == nil {
 		t.Error("NewKeyedSubscriber accepted the default drain timeout of 10s with a rebalance timeout of 5s")
 	}
-	err = consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g",
-		MaxInFlight: 20, MaxInFlightPerPartition: 20, MaxInFlightBytes: -1}.Validate()
-	for _, want := range []string{"MaxInFlightPerPartition 20 must be below MaxInFlight 20", "MaxInFlightBytes -1"} {
+	// Sarama's own defaults: a JoinGroup may be held longer than it reads.
+	err = consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", Sarama: sarama.NewConfig(),
+		MaxInFlight: 20, MaxInFlightPerPartition: 20, MaxInFlightBytes: -1, GroupInstanceID: "pod/0"}.Validate()
+	for _, want := range []string{"Rebalance.Timeout 1m0s must be below Net.ReadTimeout 30s", "MaxInFlightPerPartition 20 must be below MaxInFlight 20",
+		"MaxInFlightBytes -1", "pod/0"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to mention %q", err, want)
 		}
 	}
-	if err := (consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", MaxInFlight: 20}).Validate(); err != nil {
-		t.Errorf("MaxInFlight 20 with the default per partition: %v", err)
+	if err := (consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", MaxInFlight: 20, GroupInstanceID: "roomcast-0"}).Validate(); err != nil {
+		t.Errorf("MaxInFlight 20 with the default per partition, and an instance id: %v", err)
 	}
 	sub, err := consumers.NewKeyedSubscriber(consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g"})
 	if err != nil {
@@ -891,6 +893,7 @@ func TestKeyedSubscriberDrainGivesUpSuccessorsOfANackedMessage(t *testing.T) {
 	const group = "drain-nack"
 	sub := newKeyedSubscriber(t, brokers, group, func(c *consumers.KeyedSubscriberConfig) {
 		c.NackResendSleep, c.DrainTimeout, c.MaxInFlightPerKey = time.Minute, 40*time.Second, 10
+		c.Sarama.Consumer.Group.Rebalance.Timeout, c.Sarama.Net.ReadTimeout = 50*time.Second, 60*time.Second
 	})
 	msgs, err := sub.Subscribe(t.Context(), topic)
 	if err != nil {
