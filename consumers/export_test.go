@@ -1,6 +1,10 @@
 package consumers
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Crash stops s as a killed process would stop: every connection of its
 // subscriptions is cut at once and none is opened again, so nothing more
@@ -14,3 +18,6 @@ func (s *KeyedSubscriber) Crash() error {
 	}
 	return s.Close()
 }
+
+// NewLagCollector is newLagCollector, for tests that read the metrics.
+func NewLagCollector(s *KeyedSubscriber) prometheus.Collector { return newLagCollector(s) }

@@ -88,7 +88,11 @@ type KeyedSubscriberConfig struct {
 	// stop leaves the group explicitly, so that the partitions move at once.
 	// Only one subscription at a time may use it.
 	GroupInstanceID string
-	Logger          *slog.Logger
+	// GroupLagInterval is how often the group's lag over the topic is read
+	// from the brokers (committed offsets and high-water marks), for Stalls
+	// and roomcast_kafka_group_lag (default 15s; negative: never).
+	GroupLagInterval time.Duration
+	Logger           *slog.Logger
 }
 
 func (c *KeyedSubscriberConfig) setDefaults() {
@@ -106,6 +110,9 @@ func (c *KeyedSubscriberConfig) setDefaults() {
 	}
 	if c.MaxInFlightBytes == 0 {
 		c.MaxInFlightBytes = 64 << 20
+	}
+	if c.GroupLagInterval == 0 {
+		c.GroupLagInterval = 15 * time.Second
 	}
 	if c.MaxInFlightPerKey == 0 {
 		c.MaxInFlightPerKey = 1
@@ -223,6 +230,7 @@ type KeyedSubscriber struct {
 	static    bool // a subscription with GroupInstanceID runs
 	subs      sync.WaitGroup
 	partition map[keyedTopicPartition]*keyedPartition
+	topics    map[string]*topicState
 	conns     []*groupConns // of every subscription, for crash (tests)
 }
 
@@ -262,6 +270,7 @@ func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
 		closeCtx:  closeCtx,
 		closeNow:  closeNow,
 		partition: make(map[keyedTopicPartition]*keyedPartition),
+		topics:    make(map[string]*topicState),
 	}, nil
 }
 
@@ -281,6 +290,7 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	}
 	s.static = s.static || static
 	s.subs.Add(1)
+	st := s.subscribedLocked(topic)
 	conns := newGroupConns(s.sarama)
 	s.conns = append(s.conns, conns)
 	s.mu.Unlock()
@@ -288,6 +298,7 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	sc := conns.config(s.sarama)
 	group, err := sarama.NewConsumerGroup(s.cfg.Brokers, s.cfg.ConsumerGroup, sc)
 	if err != nil {
+		s.unsubscribedTopic(st)
 		s.unsubscribed(conns, static)
 		s.subs.Done()
 		return nil, fmt.Errorf("keyed subscriber: join consumer group %s for %s: %w", s.cfg.ConsumerGroup, topic, err)
@@ -301,6 +312,12 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	go func() {
 		defer s.subs.Done()
 		defer s.unsubscribed(conns, static)
+		defer s.unsubscribedTopic(st)
+		lagDone := make(chan struct{})
+		go func() {
+			defer close(lagDone)
+			s.readGroupLag(consumeCtx, sc, topic, st, log)
+		}()
 		errsDone := make(chan struct{})
 		go func() {
 			defer close(errsDone)
@@ -320,6 +337,7 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		s.consume(consumeCtx, group, topic, h, log)
 		cancel()
 		<-balanced
+		<-lagDone
 		// Every ConsumeClaim has returned: nothing sends on out any more.
 		h.leave(group, sc, log)
 		<-errsDone
@@ -374,10 +392,12 @@ type KeyedPartitionStats struct {
 	// Bytes is the size of the InFlight messages (keys, values, headers).
 	Bytes int64
 	// Marked is the offset the group resumes from as far as this member
-	// knows (the last marked offset, else the one the claim started from; -1
-	// while unknown). Marked offsets are committed within Sarama's
-	// Consumer.Offsets.AutoCommit.Interval.
+	// knows (the last marked offset, else the one the claim started from or
+	// the first one read; -1 while unknown). Marked offsets are committed
+	// within Sarama's Consumer.Offsets.AutoCommit.Interval.
 	Marked int64
+	// MarkedAt is when Marked last moved (or the claim began).
+	MarkedAt time.Time
 	// HighWaterMark is the offset the next produced message will get; lag is
 	// HighWaterMark - Marked.
 	HighWaterMark int64
@@ -399,7 +419,7 @@ func (s *KeyedSubscriber) Stats() []KeyedPartitionStats {
 		p.mu.Lock()
 		stats = append(stats, KeyedPartitionStats{
 			Topic: p.topic, Partition: p.id,
-			InFlight: len(p.order), Processing: p.processing, Bytes: p.bytes, Marked: p.marked,
+			InFlight: len(p.order), Processing: p.processing, Bytes: p.bytes, Marked: p.marked, MarkedAt: p.markedAt,
 			HighWaterMark: p.claim.HighWaterMarkOffset(), Paused: p.catchUp.paused,
 		})
 		p.mu.Unlock()
@@ -417,6 +437,7 @@ func (s *KeyedSubscriber) InFlightBytes() int64 { return s.budget.held.Load() }
 func (s *KeyedSubscriber) register(p *keyedPartition) {
 	s.mu.Lock()
 	s.partition[keyedTopicPartition{p.topic, p.id}] = p
+	s.topicLocked(p.topic).assigned++
 	s.mu.Unlock()
 }
 
@@ -424,6 +445,10 @@ func (s *KeyedSubscriber) unregister(p *keyedPartition) {
 	s.mu.Lock()
 	if k := (keyedTopicPartition{p.topic, p.id}); s.partition[k] == p {
 		delete(s.partition, k)
+		st := s.topicLocked(p.topic)
+		if st.assigned--; st.assigned == 0 {
+			st.unassignedSince = time.Now()
+		}
 	}
 	s.mu.Unlock()
 }
@@ -444,11 +469,12 @@ type keyedGroupHandler struct {
 func (h *keyedGroupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	p := &keyedPartition{
 		h: h, s: h.s, topic: claim.Topic(), id: claim.Partition(), sess: sess, claim: claim, out: h.out, msgCtx: h.msgCtx,
-		log:    h.s.log.With(slog.String("topic", claim.Topic()), slog.Int("partition", int(claim.Partition()))),
-		notify: make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		keys:   make(map[string][]*keyedRecord),
-		marked: -1,
+		log:      h.s.log.With(slog.String("topic", claim.Topic()), slog.Int("partition", int(claim.Partition()))),
+		notify:   make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		keys:     make(map[string][]*keyedRecord),
+		marked:   -1,
+		markedAt: time.Now(),
 	}
 	p.next.Store(-1)
 	if off := claim.InitialOffset(); off >= 0 {
@@ -489,8 +515,9 @@ type keyedPartition struct {
 	bytes      int64                     // size of the held messages
 	charged    int64                     // their charge on the byte budget
 	marked     int64
-	draining   bool // no more handing out
-	closed     bool // claim over: acks are ignored
+	markedAt   time.Time // when marked last moved (or the claim began)
+	draining   bool      // no more handing out
+	closed     bool      // claim over: acks are ignored
 }
 
 // keyedRecord is a Kafka message held by its partition.
@@ -596,6 +623,9 @@ func (p *keyedPartition) admit(km *sarama.ConsumerMessage, size, charge int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rec.setMessage(msg)
+	if p.marked < 0 { // nothing committed: the group resumes from the first message read
+		p.marked = rec.offset
+	}
 	p.order = append(p.order, rec)
 	p.bytes += size
 	p.charged += charge
@@ -721,7 +751,7 @@ func (p *keyedPartition) ack(rec *keyedRecord) {
 		p.order = p.order[n:]
 		p.bytes -= size
 		p.charged -= charge
-		p.marked = next
+		p.marked, p.markedAt = next, time.Now()
 		p.sess.MarkOffset(p.topic, p.id, next, "")
 	}
 	p.mu.Unlock()

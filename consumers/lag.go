@@ -7,13 +7,16 @@ import (
 )
 
 // lagCollector exports, at scrape time, the lag and in-flight messages of the
-// partitions this process holds.
+// partitions this process holds, and per topic the partitions it holds and
+// the whole group's lag (from the last reading, see readGroupLag).
 type lagCollector struct {
 	sub           *KeyedSubscriber
 	lag           *prometheus.Desc
 	inFlight      *prometheus.Desc
 	paused        *prometheus.Desc
 	inFlightBytes *prometheus.Desc
+	assigned      *prometheus.Desc
+	groupLag      *prometheus.Desc
 }
 
 func newLagCollector(sub *KeyedSubscriber) *lagCollector {
@@ -31,6 +34,12 @@ func newLagCollector(sub *KeyedSubscriber) *lagCollector {
 		inFlightBytes: prometheus.NewDesc("roomcast_kafka_in_flight_bytes",
 			"Bytes (keys, values, headers) of the messages held by the subscriber over all partitions (bounded by KAFKA_MAX_IN_FLIGHT_BYTES).",
 			nil, nil),
+		assigned: prometheus.NewDesc("roomcast_kafka_assigned_partitions",
+			"Partitions of the topic this process holds.",
+			[]string{"topic"}, nil),
+		groupLag: prometheus.NewDesc("roomcast_kafka_group_lag",
+			"The consumer group's lag over the topic, all members together: high-water marks minus committed offsets, read every 15s.",
+			[]string{"topic"}, nil),
 	}
 }
 
@@ -39,6 +48,8 @@ func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.inFlight
 	ch <- c.paused
 	ch <- c.inFlightBytes
+	ch <- c.assigned
+	ch <- c.groupLag
 }
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
@@ -55,4 +66,10 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, st.Topic, part)
 	}
 	ch <- prometheus.MustNewConstMetric(c.inFlightBytes, prometheus.GaugeValue, float64(c.sub.InFlightBytes()))
+	for _, ts := range c.sub.topicStats() {
+		ch <- prometheus.MustNewConstMetric(c.assigned, prometheus.GaugeValue, float64(ts.assigned), ts.topic)
+		if ts.lagKnown {
+			ch <- prometheus.MustNewConstMetric(c.groupLag, prometheus.GaugeValue, float64(ts.lag), ts.topic)
+		}
+	}
 }
