@@ -79,6 +79,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 		Kafka: cfg.Kafka, Topic: cfg.Topic, DLQTopic: cfg.DLQTopic, ConsumerGroup: cfg.ConsumerGroup,
 		InitialOffset: cfg.InitialOffset, MaxInFlightPerPartition: cfg.InFlightPerPartition, MaxInFlight: cfg.InFlight,
 		MaxInFlightPerKey: cfg.InFlightPerKey, CatchUpRatio: cfg.CatchUpRatio,
+		MaxInFlightBytes: cfg.InFlightBytes, GroupInstanceID: cfg.GroupInstanceID,
 		Logger: log.With(slog.String("component", "consumer")), Registerer: reg,
 	}, batcher)
 	if err != nil {
