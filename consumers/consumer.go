@@ -30,6 +30,10 @@ type Config struct {
 	// at once (default 1). Above 1 the Projector must keep each key's order
 	// from the turns in the messages' contexts: Batcher does.
 	MaxInFlightPerKey int
+	// MaxInFlightBytes bounds the bytes of the messages held (default 64 MiB).
+	MaxInFlightBytes int64
+	// GroupInstanceID makes the consumer a static group member (KIP-345).
+	GroupInstanceID string
 	// CatchUpRatio: partitions whose backlog is below this share of the
 	// largest are not fetched until the others caught up (see
 	// CatchUpConfig; 0: the default 0.5, negative: off).
@@ -119,8 +123,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	logger := newWatermillLogger(cfg.Logger)
 	maxBytes := max(cfg.MaxEventBytes, 0)
 
-	subConfig := sarama.NewConfig()
-	cfg.Kafka.apply(subConfig)
+	subConfig := cfg.Kafka.ConsumerConfig()
 	initial := sarama.OffsetOldest
 	if cfg.InitialOffset == "latest" {
 		initial = sarama.OffsetNewest
@@ -136,6 +139,8 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		MaxInFlightPerPartition: cfg.MaxInFlightPerPartition,
 		MaxInFlight:             cfg.MaxInFlight,
 		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
+		MaxInFlightBytes:        cfg.MaxInFlightBytes,
+		GroupInstanceID:         cfg.GroupInstanceID,
 		Prepare:                 DecodeAhead(maxBytes),
 		SettledByMiddleware:     true, // SettleKeyed below
 		CatchUp:                 CatchUpConfig{Ratio: cfg.CatchUpRatio},

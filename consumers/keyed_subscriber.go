@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,128 +15,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
-
-// KeyedSubscriberConfig configures a KeyedSubscriber. Zero values mean the
-// defaults given with each field.
-type KeyedSubscriberConfig struct {
-	Brokers       []string
-	ConsumerGroup string
-	// Sarama is the base configuration (client id, SASL, TLS, rebalance
-	// strategy, timeouts); it is copied, not modified. The subscriber sets
-	// Consumer.Offsets.Initial from InitialOffset, and forces auto-commit on and
-	// Consumer.Return.Errors (errors are logged). Default: sarama.NewConfig()
-	// with client id "roomcast".
-	Sarama *sarama.Config
-	// InitialOffset is where a group without a committed offset starts:
-	// sarama.OffsetOldest (default) or sarama.OffsetNewest.
-	InitialOffset int64
-	// MaxInFlightPerPartition caps the messages of one partition held between
-	// being read from Kafka and their offset becoming committable (all earlier
-	// ones acked), handed out or not (default 1000).
-	MaxInFlightPerPartition int
-	// MaxInFlight caps the same over all partitions and subscriptions of the
-	// subscriber (default 10000).
-	MaxInFlight int
-	// MaxInFlightPerKey is how many messages of one key are handed out at
-	// once (default 1: the next one only after the previous one was acked).
-	// Above 1 the handler must keep the key's order itself, as Batcher does
-	// with the turn each message carries in its context.
-	MaxInFlightPerKey int
-	// NackResendSleep is how long a nacked message waits before it is handed
-	// out again (default 100ms; negative: at once).
-	NackResendSleep time.Duration
-	// DrainTimeout bounds how long a revoked partition (rebalance, Close, ctx
-	// end) waits for its handed-out messages to be acked or nacked, so that
-	// their offsets are marked before the session ends (default 10s; must be
-	// below Sarama's Consumer.Group.Rebalance.Timeout). When it passes, the
-	// contexts of the messages still out are cancelled and their acks ignored.
-	DrainTimeout time.Duration
-	// Prepare, if set, is called with each message's payload when it is
-	// read, on its partition's goroutine, and its result travels in the
-	// message's context (see Prepared): work done there is done once per
-	// message, however often the message is redelivered, and not on the
-	// router's fresh per-message goroutines. roomcast decodes events there
-	// (DecodeAhead): on those goroutines the decoder's deep stack made each
-	// of them grow, copying its stack: ~10% of the worker's CPU.
-	Prepare func(payload []byte) any
-	// SettledByMiddleware says that every handler of the subscription runs
-	// inside SettleKeyed, outermost: the outcome of each message is then
-	// taken from there instead of from a goroutine per message waiting for
-	// its Ack or Nack (~5% of roomcast's CPU under a backlog). A message not
-	// settled that way is never acknowledged here.
-	SettledByMiddleware bool
-	// CatchUp evens out how the partitions drain a backlog (see CatchUpConfig).
-	CatchUp CatchUpConfig
-	Logger  *slog.Logger
-}
-
-func (c *KeyedSubscriberConfig) setDefaults() {
-	if c.Sarama == nil {
-		c.Sarama = sarama.NewConfig()
-		c.Sarama.ClientID = "roomcast"
-	}
-	if c.InitialOffset == 0 {
-		c.InitialOffset = sarama.OffsetOldest
-	}
-	if c.MaxInFlightPerPartition == 0 {
-		c.MaxInFlightPerPartition = 1000
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 10000
-	}
-	if c.MaxInFlightPerKey == 0 {
-		c.MaxInFlightPerKey = 1
-	}
-	if c.NackResendSleep == 0 {
-		c.NackResendSleep = 100 * time.Millisecond
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 10 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	c.CatchUp.setDefaults()
-}
-
-// Validate reports every problem of the configuration at once. Zero values
-// are valid: they mean the defaults.
-func (c KeyedSubscriberConfig) Validate() error {
-	c.setDefaults() // c is a copy
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("keyed subscriber: no brokers"))
-	}
-	if c.ConsumerGroup == "" {
-		errs = append(errs, errors.New("keyed subscriber: no consumer group"))
-	}
-	if c.InitialOffset != sarama.OffsetOldest && c.InitialOffset != sarama.OffsetNewest {
-		errs = append(errs, fmt.Errorf("keyed subscriber: initial offset %d is neither sarama.OffsetOldest nor sarama.OffsetNewest", c.InitialOffset))
-	}
-	if c.MaxInFlightPerPartition < 0 {
-		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlightPerPartition %d is negative", c.MaxInFlightPerPartition))
-	}
-	if c.MaxInFlight < 0 {
-		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlight %d is negative", c.MaxInFlight))
-	}
-	if c.MaxInFlightPerKey < 0 {
-		errs = append(errs, fmt.Errorf("keyed subscriber: MaxInFlightPerKey %d is negative", c.MaxInFlightPerKey))
-	}
-	if c.DrainTimeout < 0 {
-		errs = append(errs, fmt.Errorf("keyed subscriber: DrainTimeout %v is negative", c.DrainTimeout))
-	}
-	if err := c.Sarama.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("keyed subscriber: sarama config: %w", err))
-	}
-	if err := c.CatchUp.validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if c.DrainTimeout >= c.Sarama.Consumer.Group.Rebalance.Timeout {
-		errs = append(errs, fmt.Errorf("keyed subscriber: DrainTimeout %v must be below Consumer.Group.Rebalance.Timeout %v",
-			c.DrainTimeout, c.Sarama.Consumer.Group.Rebalance.Timeout))
-	}
-	return errors.Join(errs...)
-}
 
 // KeyedSubscriber is a Watermill subscriber on a Sarama consumer group that
 // keeps many messages of a partition in flight while keeping per-key order.
@@ -176,13 +53,17 @@ type KeyedSubscriber struct {
 	sarama *sarama.Config
 	log    *slog.Logger
 	tokens chan struct{} // one per message held, over all partitions
+	budget *byteBudget   // bytes of the messages held, over all partitions
 
 	closeCtx  context.Context // cancelled by Close
 	closeNow  context.CancelFunc
 	mu        sync.Mutex
 	closed    bool
+	static    bool // a subscription with GroupInstanceID runs
 	subs      sync.WaitGroup
 	partition map[keyedTopicPartition]*keyedPartition
+	topics    map[string]*topicState
+	conns     []*groupConns // of every subscription, for crash (tests)
 }
 
 type keyedTopicPartition struct {
@@ -201,6 +82,9 @@ func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
 	}
 	sc := *cfg.Sarama // the caller's configuration stays as it was
 	sc.Consumer.Offsets.Initial = cfg.InitialOffset
+	if cfg.GroupInstanceID != "" {
+		sc.Consumer.Group.InstanceId = cfg.GroupInstanceID
+	}
 	// Committing is Sarama's periodic auto-commit of what was marked; turning
 	// it off would commit nothing.
 	sc.Consumer.Offsets.AutoCommit.Enable = true
@@ -214,9 +98,11 @@ func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
 		sarama:    &sc,
 		log:       cfg.Logger.With(slog.String("consumer_group", cfg.ConsumerGroup)),
 		tokens:    make(chan struct{}, cfg.MaxInFlight),
+		budget:    newByteBudget(cfg.MaxInFlightBytes),
 		closeCtx:  closeCtx,
 		closeNow:  closeNow,
 		partition: make(map[keyedTopicPartition]*keyedPartition),
+		topics:    make(map[string]*topicState),
 	}, nil
 }
 
@@ -224,31 +110,55 @@ func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
 // messages, closed once ctx ends or Close is called and the partitions were
 // drained. Each call is a separate member of the group.
 func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	static := s.sarama.Consumer.Group.InstanceId != ""
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, errors.New("keyed subscriber: closed")
 	}
+	if static && s.static {
+		s.mu.Unlock()
+		return nil, errors.New("keyed subscriber: a static member (GroupInstanceID) subscribes once at a time")
+	}
+	s.static = s.static || static
 	s.subs.Add(1)
+	st := s.subscribedLocked(topic)
+	conns := newGroupConns(s.sarama)
+	s.conns = append(s.conns, conns)
 	s.mu.Unlock()
 
-	group, err := sarama.NewConsumerGroup(s.cfg.Brokers, s.cfg.ConsumerGroup, s.sarama)
+	sc := conns.config(s.sarama)
+	group, err := sarama.NewConsumerGroup(s.cfg.Brokers, s.cfg.ConsumerGroup, sc)
 	if err != nil {
+		s.unsubscribedTopic(st)
+		s.unsubscribed(conns, static)
 		s.subs.Done()
 		return nil, fmt.Errorf("keyed subscriber: join consumer group %s for %s: %w", s.cfg.ConsumerGroup, topic, err)
 	}
 	out := make(chan *message.Message)
 	consumeCtx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(s.closeCtx, cancel)
-	h := &keyedGroupHandler{s: s, out: out, msgCtx: context.WithoutCancel(ctx)}
+	h := &keyedGroupHandler{s: s, out: out, msgCtx: context.WithoutCancel(ctx), conns: conns}
+	stopping := context.AfterFunc(consumeCtx, h.stopping)
 	log := s.log.With(slog.String("topic", topic))
 	go func() {
 		defer s.subs.Done()
+		defer s.unsubscribed(conns, static)
+		defer s.unsubscribedTopic(st)
+		lagDone := make(chan struct{})
+		go func() {
+			defer close(lagDone)
+			s.readGroupLag(consumeCtx, sc, topic, st, log)
+		}()
 		errsDone := make(chan struct{})
 		go func() {
 			defer close(errsDone)
 			for err := range group.Errors() {
-				log.Warn("kafka consumer group error", slog.Any("err", err))
+				level := slog.LevelWarn
+				if errors.Is(err, errConnsCut) || errors.Is(err, errStopping) {
+					level = slog.LevelDebug // what a stop does on purpose
+				}
+				log.Log(context.Background(), level, "kafka consumer group error", slog.Any("err", err))
 			}
 		}()
 		balanced := make(chan struct{})
@@ -259,12 +169,12 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		s.consume(consumeCtx, group, topic, h, log)
 		cancel()
 		<-balanced
+		<-lagDone
 		// Every ConsumeClaim has returned: nothing sends on out any more.
-		if err := group.Close(); err != nil {
-			log.Warn("close kafka consumer group", slog.Any("err", err))
-		}
+		h.leave(group, sc, log)
 		<-errsDone
 		stop()
+		stopping()
 		cancel()
 		close(out)
 	}()
@@ -274,7 +184,7 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 // consume runs consumer group sessions until ctx ends; a session ends at
 // every rebalance.
 func (s *KeyedSubscriber) consume(ctx context.Context, group sarama.ConsumerGroup, topic string, h *keyedGroupHandler, log *slog.Logger) {
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && h.joining() {
 		err := group.Consume(ctx, []string{topic}, h)
 		if ctx.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
 			return
@@ -311,11 +221,15 @@ type KeyedPartitionStats struct {
 	InFlight int
 	// Processing counts the messages handed out and not yet acked or nacked.
 	Processing int
+	// Bytes is the size of the InFlight messages (keys, values, headers).
+	Bytes int64
 	// Marked is the offset the group resumes from as far as this member
-	// knows (the last marked offset, else the one the claim started from; -1
-	// while unknown). Marked offsets are committed within Sarama's
-	// Consumer.Offsets.AutoCommit.Interval.
+	// knows (the last marked offset, else the one the claim started from or
+	// the first one read; -1 while unknown). Marked offsets are committed
+	// within Sarama's Consumer.Offsets.AutoCommit.Interval.
 	Marked int64
+	// MarkedAt is when Marked last moved (or the claim began).
+	MarkedAt time.Time
 	// HighWaterMark is the offset the next produced message will get; lag is
 	// HighWaterMark - Marked.
 	HighWaterMark int64
@@ -337,7 +251,7 @@ func (s *KeyedSubscriber) Stats() []KeyedPartitionStats {
 		p.mu.Lock()
 		stats = append(stats, KeyedPartitionStats{
 			Topic: p.topic, Partition: p.id,
-			InFlight: len(p.order), Processing: p.processing, Marked: p.marked,
+			InFlight: len(p.order), Processing: p.processing, Bytes: p.bytes, Marked: p.marked, MarkedAt: p.markedAt,
 			HighWaterMark: p.claim.HighWaterMarkOffset(), Paused: p.catchUp.paused,
 		})
 		p.mu.Unlock()
@@ -348,9 +262,14 @@ func (s *KeyedSubscriber) Stats() []KeyedPartitionStats {
 	return stats
 }
 
+// InFlightBytes is the size of the messages held over all partitions
+// (bounded by MaxInFlightBytes; see byteBudget).
+func (s *KeyedSubscriber) InFlightBytes() int64 { return s.budget.held.Load() }
+
 func (s *KeyedSubscriber) register(p *keyedPartition) {
 	s.mu.Lock()
 	s.partition[keyedTopicPartition{p.topic, p.id}] = p
+	s.topicLocked(p.topic).assigned++
 	s.mu.Unlock()
 }
 
@@ -358,6 +277,10 @@ func (s *KeyedSubscriber) unregister(p *keyedPartition) {
 	s.mu.Lock()
 	if k := (keyedTopicPartition{p.topic, p.id}); s.partition[k] == p {
 		delete(s.partition, k)
+		st := s.topicLocked(p.topic)
+		if st.assigned--; st.assigned == 0 {
+			st.unassignedSince = time.Now()
+		}
 	}
 	s.mu.Unlock()
 }
@@ -367,19 +290,23 @@ type keyedGroupHandler struct {
 	s      *KeyedSubscriber
 	out    chan<- *message.Message
 	msgCtx context.Context // Subscribe's ctx without its cancellation
-}
+	conns  *groupConns
 
-func (*keyedGroupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (*keyedGroupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+	mu        sync.Mutex
+	inSession bool // from Setup until the next Consume call (see stopping)
+	stopped   bool
+	deadline  *time.Timer // cuts the connections if a stop takes too long
+}
 
 func (h *keyedGroupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	p := &keyedPartition{
 		h: h, s: h.s, topic: claim.Topic(), id: claim.Partition(), sess: sess, claim: claim, out: h.out, msgCtx: h.msgCtx,
-		log:    h.s.log.With(slog.String("topic", claim.Topic()), slog.Int("partition", int(claim.Partition()))),
-		notify: make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		keys:   make(map[string][]*keyedRecord),
-		marked: -1,
+		log:      h.s.log.With(slog.String("topic", claim.Topic()), slog.Int("partition", int(claim.Partition()))),
+		notify:   make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		keys:     make(map[string][]*keyedRecord),
+		marked:   -1,
+		markedAt: time.Now(),
 	}
 	p.next.Store(-1)
 	if off := claim.InitialOffset(); off >= 0 {
@@ -417,14 +344,19 @@ type keyedPartition struct {
 	keys       map[string][]*keyedRecord // held, unacked messages by key, by offset; the first MaxInFlightPerKey may be out
 	ready      []*keyedRecord            // among the first MaxInFlightPerKey of their key, not out: to hand out
 	processing int                       // handed out, not acked or nacked
+	bytes      int64                     // size of the held messages
+	charged    int64                     // their charge on the byte budget
 	marked     int64
-	draining   bool // no more handing out
-	closed     bool // claim over: acks are ignored
+	markedAt   time.Time // when marked last moved (or the claim began)
+	draining   bool      // no more handing out
+	closed     bool      // claim over: acks are ignored
 }
 
 // keyedRecord is a Kafka message held by its partition.
 type keyedRecord struct {
 	offset int64
+	size   int64 // messageSize
+	charge int64 // on the byte budget
 	key    string
 	base   context.Context // msgCtx with the Kafka values and the turn
 	turn   *turn
@@ -441,8 +373,17 @@ func (p *keyedPartition) run() {
 	sessionDone := p.sess.Context().Done()
 	// pending was read but holds no token yet: at most one per partition
 	// beyond the caps, so that a partition never holds an idle token and the
-	// end of the claim (Messages closing) is seen while below the cap.
+	// end of the claim (Messages closing) is seen while below the cap. Its
+	// charge on the byte budget is taken first (reserved), then its token.
 	var pending *sarama.ConsumerMessage
+	var size, charge int64
+	reserved := false
+	defer func() {
+		if reserved {
+			p.s.budget.release(charge, 0)
+		}
+		p.s.budget.forget(p)
+	}()
 	for {
 		p.mu.Lock()
 		var next *keyedRecord
@@ -450,15 +391,22 @@ func (p *keyedPartition) run() {
 		if len(p.ready) > 0 {
 			next, nextMsg = p.ready[0], p.ready[0].msg
 		}
-		full := len(p.order) >= p.s.cfg.MaxInFlightPerPartition
+		full := len(p.order) >= p.s.cfg.MaxInFlightPerPartition ||
+			(pending != nil && !reserved && p.s.budget.partitionFull(p.charged, charge))
 		p.mu.Unlock()
 
 		var in <-chan *sarama.ConsumerMessage
 		var admit chan<- struct{}
+		var budgetFreed <-chan struct{}
 		if pending == nil {
 			in = msgs
 		} else if !full {
-			admit = p.s.tokens
+			if !reserved {
+				reserved, budgetFreed = p.s.budget.reserve(p, charge)
+			}
+			if reserved {
+				admit = p.s.tokens
+			}
 		}
 		var out chan<- *message.Message
 		if next != nil {
@@ -472,12 +420,15 @@ func (p *keyedPartition) run() {
 				return
 			}
 			pending = km
+			size = messageSize(km)
+			charge = p.s.budget.charge(size)
 			p.next.Store(km.Offset + 1)
 		case admit <- struct{}{}:
-			p.admit(pending)
-			pending = nil
+			p.admit(pending, size, charge)
+			pending, reserved = nil, false
 		case out <- nextMsg:
 			p.handOut(next, nextMsg)
+		case <-budgetFreed:
 		case <-p.notify:
 		case <-sessionDone:
 			p.drain("session ended")
@@ -488,12 +439,13 @@ func (p *keyedPartition) run() {
 
 // admit holds km (its token taken) and makes it ready if its key has fewer
 // than MaxInFlightPerKey earlier messages held.
-func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
+func (p *keyedPartition) admit(km *sarama.ConsumerMessage, size, charge int64) {
+	p.s.budget.hold(size)
 	msg, err := kafka.DefaultMarshaler{}.Unmarshal(km)
 	if err != nil { // DefaultMarshaler does not fail; keep the value regardless
 		msg = message.NewMessage("", km.Value)
 	}
-	rec := &keyedRecord{offset: km.Offset, key: string(km.Key), turn: &turn{}}
+	rec := &keyedRecord{offset: km.Offset, size: size, charge: charge, key: string(km.Key), turn: &turn{}}
 	mc := &messageCtx{Context: p.msgCtx, partition: km.Partition, offset: km.Offset, timestamp: km.Timestamp, key: km.Key, turn: rec.turn,
 		part: p, rec: rec}
 	if p.s.cfg.Prepare != nil {
@@ -503,7 +455,12 @@ func (p *keyedPartition) admit(km *sarama.ConsumerMessage) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rec.setMessage(msg)
+	if p.marked < 0 { // nothing committed: the group resumes from the first message read
+		p.marked = rec.offset
+	}
 	p.order = append(p.order, rec)
+	p.bytes += size
+	p.charged += charge
 	q := p.keys[rec.key]
 	if len(q) > 0 {
 		rec.turn.prev.Store(q[len(q)-1].turn)
@@ -614,19 +571,27 @@ func (p *keyedPartition) ack(rec *keyedRecord) {
 		}
 	}
 	n := 0
+	var size, charge int64
 	for n < len(p.order) && p.order[n].acked {
+		size += p.order[n].size
+		charge += p.order[n].charge
 		n++
 	}
 	if n > 0 {
 		next := p.order[n-1].offset + 1
 		clear(p.order[:n])
 		p.order = p.order[n:]
-		p.marked = next
+		p.bytes -= size
+		p.charged -= charge
+		p.marked, p.markedAt = next, time.Now()
 		p.sess.MarkOffset(p.topic, p.id, next, "")
 	}
 	p.mu.Unlock()
 	for range n {
 		<-p.s.tokens
+	}
+	if n > 0 {
+		p.s.budget.release(charge, size)
 	}
 	p.wake()
 }
@@ -736,11 +701,14 @@ wait:
 	p.closed = true
 	held := p.order
 	p.order, p.ready, p.keys = nil, nil, nil
+	size, charge := p.bytes, p.charged
+	p.bytes, p.charged = 0, 0
 	p.mu.Unlock()
 	for _, rec := range held {
 		rec.cancel()
 		<-p.s.tokens
 	}
+	p.s.budget.release(charge, size)
 	close(p.done)
 	p.watchers.Wait()
 	p.log.Debug("partition released", slog.String("why", why), slog.Int64("marked", p.marked))
@@ -763,154 +731,3 @@ func (p *keyedPartition) nextGapLocked() *keyedRecord {
 	}
 	return nil
 }
-
-// messageCtx is a message's context: the values watermill-kafka's getters
-// read (kafkaCtxKeys) and its turn, in one node over the subscription's
-// context rather than five context.WithValue layers (one allocation per
-// message instead of five, and one lookup instead of a walk).
-type messageCtx struct {
-	context.Context
-	partition int32
-	offset    int64
-	timestamp time.Time
-	key       []byte
-	turn      *turn
-	prepared  any // KeyedSubscriberConfig.Prepare's result
-	part      *keyedPartition
-	rec       *keyedRecord
-}
-
-func (c *messageCtx) Value(k any) any {
-	switch k {
-	case turnCtxKey{}:
-		return c.turn
-	case preparedCtxKey{}:
-		return c.prepared
-	case settleCtxKey{}:
-		return c
-	case kafkaCtxKeys.partition:
-		return c.partition
-	case kafkaCtxKeys.offset:
-		return c.offset
-	case kafkaCtxKeys.timestamp:
-		return c.timestamp
-	case kafkaCtxKeys.key:
-		return c.key
-	}
-	return c.Context.Value(k)
-}
-
-type preparedCtxKey struct{}
-
-type settleCtxKey struct{}
-
-// SettleKeyed is the router middleware that reports each message's outcome
-// to its KeyedSubscriber with SettledByMiddleware set. It must be the
-// outermost, as it tells the outcome the router acts on: a nil error and no
-// produced messages is an Ack; an error, or a panic (which the router
-// recovers and nacks), is a Nack. A message that produced messages is
-// settled by its Ack or Nack, as the router may still fail to publish them.
-func SettleKeyed(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) (produced []*message.Message, err error) {
-		mc, ok := msg.Context().Value(settleCtxKey{}).(*messageCtx)
-		if !ok || !mc.part.s.cfg.SettledByMiddleware {
-			return h(msg)
-		}
-		settled := false
-		defer func() {
-			if !settled {
-				mc.part.settled(mc.rec, false) // panicking: the router nacks
-			}
-		}()
-		produced, err = h(msg)
-		settled = true
-		switch {
-		case err != nil:
-			mc.part.settled(mc.rec, false)
-		case len(produced) == 0:
-			mc.part.settled(mc.rec, true)
-		default:
-			p := mc.part
-			p.mu.Lock()
-			closed := p.closed
-			if !closed {
-				p.watchers.Add(1)
-			}
-			p.mu.Unlock()
-			if !closed {
-				go p.watch(mc.rec, msg)
-			}
-		}
-		return produced, err
-	}
-}
-
-// prepare runs f, and if it panics returns nil, as if there were no Prepare:
-// the handler then does that work itself, under the router's recoverer and
-// poison queue, instead of the panic stopping the partition's consumption.
-func prepare(f func([]byte) any, payload []byte) (v any) {
-	defer func() {
-		if recover() != nil {
-			v = nil
-		}
-	}()
-	return f(payload)
-}
-
-// Prepared is what KeyedSubscriberConfig.Prepare returned for the message
-// whose context ctx is (or descends from), or nil.
-func Prepared(ctx context.Context) any { return ctx.Value(preparedCtxKey{}) }
-
-// kafkaCtxKeys are the context keys that watermill-kafka's exported getters
-// (kafka.MessagePartitionFromCtx and the others) read. Its setters are
-// unexported, so the keys are learnt by asking each getter with a context
-// that records the key it looks up; kafkaCtxKeysErr checks the result.
-var kafkaCtxKeys = struct{ partition, offset, timestamp, key any }{
-	partition: probeCtxKey(func(ctx context.Context) { kafka.MessagePartitionFromCtx(ctx) }),
-	offset:    probeCtxKey(func(ctx context.Context) { kafka.MessagePartitionOffsetFromCtx(ctx) }),
-	timestamp: probeCtxKey(func(ctx context.Context) { kafka.MessageTimestampFromCtx(ctx) }),
-	key:       probeCtxKey(func(ctx context.Context) { kafka.MessageKeyFromCtx(ctx) }),
-}
-
-// ctxKeyProbe is a context that records the keys looked up in it.
-type ctxKeyProbe struct {
-	context.Context
-	keys []any
-}
-
-func (p *ctxKeyProbe) Value(key any) any {
-	p.keys = append(p.keys, key)
-	return nil
-}
-
-// probeCtxKey returns the one key get looks up, or nil.
-func probeCtxKey(get func(context.Context)) any {
-	p := &ctxKeyProbe{Context: context.Background()}
-	get(p)
-	if len(p.keys) != 1 || p.keys[0] == nil || !reflect.TypeOf(p.keys[0]).Comparable() {
-		return nil
-	}
-	return p.keys[0]
-}
-
-// kafkaCtxKeysErr reports whether values stored under kafkaCtxKeys read back
-// through watermill-kafka's getters.
-var kafkaCtxKeysErr = sync.OnceValue(func() error {
-	k := kafkaCtxKeys
-	if k.partition == nil || k.offset == nil || k.timestamp == nil || k.key == nil {
-		return errors.New("keyed subscriber: cannot learn watermill-kafka's message context keys")
-	}
-	ts := time.Unix(1700000000, 0)
-	ctx := context.WithValue(context.Background(), k.partition, int32(7))
-	ctx = context.WithValue(ctx, k.offset, int64(42))
-	ctx = context.WithValue(ctx, k.timestamp, ts)
-	ctx = context.WithValue(ctx, k.key, []byte("room-1"))
-	p, ok1 := kafka.MessagePartitionFromCtx(ctx)
-	o, ok2 := kafka.MessagePartitionOffsetFromCtx(ctx)
-	t, ok3 := kafka.MessageTimestampFromCtx(ctx)
-	key, ok4 := kafka.MessageKeyFromCtx(ctx)
-	if !ok1 || !ok2 || !ok3 || !ok4 || p != 7 || o != 42 || !t.Equal(ts) || string(key) != "room-1" {
-		return errors.New("keyed subscriber: watermill-kafka's message context getters do not read the learnt keys")
-	}
-	return nil
-})

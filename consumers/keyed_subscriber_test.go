@@ -25,7 +25,7 @@ import (
 )
 
 // keyedTopic starts a broker with one topic of the given partitions.
-func keyedTopic(t *testing.T, partitions int32) (brokers []string, topic string) {
+func keyedTopic(t testing.TB, partitions int32) (brokers []string, topic string) {
 	t.Helper()
 	k := testsupport.Kafka(t, map[string]int32{"keyed.events": partitions})
 	return k.Brokers, k.Topics["keyed.events"]
@@ -81,10 +81,10 @@ func produceKeyedErr(brokers []string, topic string, events []keyedEvent) error 
 	return nil
 }
 
-// keyedSaramaConfig notices rebalances quickly (the default heartbeat is 3s).
+// keyedSaramaConfig is roomcast's consumer configuration, noticing
+// rebalances quickly (the default heartbeat is 3s).
 func keyedSaramaConfig() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.ClientID = "roomcast-test"
+	sc := consumers.KafkaConfig{ClientID: "roomcast-test"}.ConsumerConfig()
 	sc.Consumer.Group.Heartbeat.Interval = 100 * time.Millisecond
 	return sc
 }
@@ -249,7 +249,7 @@ func keyedSeqs(n int) []int {
 }
 
 // keyedWaitFor polls cond until it holds or timeout passes.
-func keyedWaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func keyedWaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -858,6 +858,18 @@ func TestKeyedSubscriberConfigValidate(t *testing.T) {
 	if _, err := consumers.NewKeyedSubscriber(consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", Sarama: sc}); err == nil {
 		t.Error("NewKeyedSubscriber accepted the default drain timeout of 10s with a rebalance timeout of 5s")
 	}
+	// Sarama's own defaults: a JoinGroup may be held longer than it reads.
+	err = consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", Sarama: sarama.NewConfig(),
+		MaxInFlight: 20, MaxInFlightPerPartition: 20, MaxInFlightBytes: -1, GroupInstanceID: "pod/0"}.Validate()
+	for _, want := range []string{"Rebalance.Timeout 1m0s must be below Net.ReadTimeout 30s", "MaxInFlightPerPartition 20 must be below MaxInFlight 20",
+		"MaxInFlightBytes -1", "pod/0"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %q", err, want)
+		}
+	}
+	if err := (consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g", MaxInFlight: 20, GroupInstanceID: "roomcast-0"}).Validate(); err != nil {
+		t.Errorf("MaxInFlight 20 with the default per partition, and an instance id: %v", err)
+	}
 	sub, err := consumers.NewKeyedSubscriber(consumers.KeyedSubscriberConfig{Brokers: []string{"localhost:9092"}, ConsumerGroup: "g"})
 	if err != nil {
 		t.Fatal(err)
@@ -881,6 +893,7 @@ func TestKeyedSubscriberDrainGivesUpSuccessorsOfANackedMessage(t *testing.T) {
 	const group = "drain-nack"
 	sub := newKeyedSubscriber(t, brokers, group, func(c *consumers.KeyedSubscriberConfig) {
 		c.NackResendSleep, c.DrainTimeout, c.MaxInFlightPerKey = time.Minute, 40*time.Second, 10
+		c.Sarama.Consumer.Group.Rebalance.Timeout, c.Sarama.Net.ReadTimeout = 50*time.Second, 60*time.Second
 	})
 	msgs, err := sub.Subscribe(t.Context(), topic)
 	if err != nil {

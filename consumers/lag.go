@@ -7,12 +7,16 @@ import (
 )
 
 // lagCollector exports, at scrape time, the lag and in-flight messages of the
-// partitions this process holds.
+// partitions this process holds, and per topic the partitions it holds and
+// the whole group's lag (from the last reading, see readGroupLag).
 type lagCollector struct {
-	sub      *KeyedSubscriber
-	lag      *prometheus.Desc
-	inFlight *prometheus.Desc
-	paused   *prometheus.Desc
+	sub           *KeyedSubscriber
+	lag           *prometheus.Desc
+	inFlight      *prometheus.Desc
+	paused        *prometheus.Desc
+	inFlightBytes *prometheus.Desc
+	assigned      *prometheus.Desc
+	groupLag      *prometheus.Desc
 }
 
 func newLagCollector(sub *KeyedSubscriber) *lagCollector {
@@ -27,6 +31,15 @@ func newLagCollector(sub *KeyedSubscriber) *lagCollector {
 		paused: prometheus.NewDesc("roomcast_kafka_partition_paused",
 			"1 while a partition is not fetched so that the partitions further behind catch up (KAFKA_CATCH_UP_RATIO), else 0.",
 			[]string{"topic", "partition"}, nil),
+		inFlightBytes: prometheus.NewDesc("roomcast_kafka_in_flight_bytes",
+			"Bytes (keys, values, headers) of the messages held by the subscriber over all partitions (bounded by KAFKA_MAX_IN_FLIGHT_BYTES).",
+			nil, nil),
+		assigned: prometheus.NewDesc("roomcast_kafka_assigned_partitions",
+			"Partitions of the topic this process holds.",
+			[]string{"topic"}, nil),
+		groupLag: prometheus.NewDesc("roomcast_kafka_group_lag",
+			"The consumer group's lag over the topic, all members together: high-water marks minus committed offsets, read every 15s.",
+			[]string{"topic"}, nil),
 	}
 }
 
@@ -34,6 +47,9 @@ func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lag
 	ch <- c.inFlight
 	ch <- c.paused
+	ch <- c.inFlightBytes
+	ch <- c.assigned
+	ch <- c.groupLag
 }
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
@@ -48,5 +64,12 @@ func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 			paused = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, paused, st.Topic, part)
+	}
+	ch <- prometheus.MustNewConstMetric(c.inFlightBytes, prometheus.GaugeValue, float64(c.sub.InFlightBytes()))
+	for _, ts := range c.sub.topicStats() {
+		ch <- prometheus.MustNewConstMetric(c.assigned, prometheus.GaugeValue, float64(ts.assigned), ts.topic)
+		if ts.lagKnown {
+			ch <- prometheus.MustNewConstMetric(c.groupLag, prometheus.GaugeValue, float64(ts.lag), ts.topic)
+		}
 	}
 }

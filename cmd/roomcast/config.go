@@ -32,7 +32,9 @@ type Config struct {
 
 	InFlightPerPartition int     // KAFKA_MAX_IN_FLIGHT_PER_PARTITION
 	InFlight             int     // KAFKA_MAX_IN_FLIGHT
+	InFlightBytes        int64   // KAFKA_MAX_IN_FLIGHT_BYTES
 	InFlightPerKey       int     // KAFKA_MAX_IN_FLIGHT_PER_KEY
+	GroupInstanceID      string  // KAFKA_GROUP_INSTANCE_ID
 	CatchUpRatio         float64 // KAFKA_CATCH_UP_RATIO (negative: off)
 	BatchMax             int     // PROJECTION_BATCH_MAX
 	BatchConcurrency     int     // PROJECTION_CONCURRENCY
@@ -134,8 +136,31 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	if v := get("DELIVERY_RETENTION", ""); v != "0" {
 		c.Retention = parseDuration("DELIVERY_RETENTION", 0)
 	}
-	c.InFlightPerPartition = parseInt("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", 5000)
 	c.InFlight = parseInt("KAFKA_MAX_IN_FLIGHT", 5000)
+	// Below KAFKA_MAX_IN_FLIGHT: a partition whose head message does not
+	// complete holds what it read behind it, and must leave the other
+	// partitions room. Unset, it follows a lower KAFKA_MAX_IN_FLIGHT.
+	c.InFlightPerPartition = parseInt("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", max(1, min(2500, c.InFlight/2)))
+	if c.InFlight > 0 && c.InFlightPerPartition >= c.InFlight {
+		if get("KAFKA_MAX_IN_FLIGHT_PER_PARTITION", "") == "" {
+			errs = append(errs, fmt.Errorf("KAFKA_MAX_IN_FLIGHT: %d leaves no room: at least 2 (one partition may hold at most KAFKA_MAX_IN_FLIGHT_PER_PARTITION, below it)", c.InFlight))
+		} else {
+			errs = append(errs, fmt.Errorf("KAFKA_MAX_IN_FLIGHT_PER_PARTITION: %d must be below KAFKA_MAX_IN_FLIGHT (%d), so that a partition whose head message does not complete leaves the others room",
+				c.InFlightPerPartition, c.InFlight))
+		}
+	}
+	c.InFlightBytes = 64 << 20
+	if v := get("KAFKA_MAX_IN_FLIGHT_BYTES", ""); v != "" {
+		n, err := parseByteSize(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("KAFKA_MAX_IN_FLIGHT_BYTES: %w", err))
+		}
+		c.InFlightBytes = n
+	}
+	c.GroupInstanceID = get("KAFKA_GROUP_INSTANCE_ID", "")
+	if id := c.GroupInstanceID; id != "" && !validGroupInstanceID(id) {
+		errs = append(errs, fmt.Errorf("KAFKA_GROUP_INSTANCE_ID: %q is not 1-249 letters, digits, '.', '_' or '-' (a pod or host name)", id))
+	}
 	c.InFlightPerKey = parseInt("KAFKA_MAX_IN_FLIGHT_PER_KEY", 100)
 	c.CatchUpRatio = 0.5
 	if v := get("KAFKA_CATCH_UP_RATIO", ""); v != "" {
@@ -202,6 +227,19 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 		return Config{}, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	return c, nil
+}
+
+// validGroupInstanceID is Kafka's rule for group.instance.id.
+func validGroupInstanceID(id string) bool {
+	if len(id) > 249 || id == "." || id == ".." {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func validateDatabaseURL(dsn string) error {

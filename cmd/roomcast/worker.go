@@ -80,6 +80,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 		InitialOffset: cfg.InitialOffset, MaxInFlightPerPartition: cfg.InFlightPerPartition, MaxInFlight: cfg.InFlight,
 		MaxInFlightPerKey: cfg.InFlightPerKey, CatchUpRatio: cfg.CatchUpRatio,
 		MaxEventBytes: cfg.EventMaxBytes, StallAfter: cfg.StallAfter,
+		MaxInFlightBytes: cfg.InFlightBytes, GroupInstanceID: cfg.GroupInstanceID,
 		Logger: log.With(slog.String("component", "consumer")), Registerer: reg,
 	}, batcher)
 	if err != nil {
