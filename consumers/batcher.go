@@ -277,18 +277,27 @@ func (b *Batcher) project(batch []*batchRequest) {
 	results, err := b.projector.ProjectBatch(context.Background(), items)
 	b.metrics.seconds.Observe(time.Since(start).Seconds())
 	b.metrics.size.Observe(float64(len(items)))
+	done := 0
 	for i, r := range batch {
 		if err != nil {
 			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(items), err)}
 			continue
 		}
+		res := results[i]
+		if res.Err != nil && !domain.IsPermanent(res.Err) {
+			// Not committed: a batch split around an event Postgres refused
+			// failed part-way. As the events of a failed batch, it is
+			// retried and its successors keep waiting (this is always a
+			// suffix of the batch: nothing after it committed).
+			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(items), res.Err)}
+			continue
+		}
 		// Committed, or rejected for good: either way its successors may go.
+		done++
 		r.turn.markDone()
-		r.done <- batchAnswer{outcome: results[i].Outcome, err: results[i].Err}
+		r.done <- batchAnswer{outcome: res.Outcome, err: res.Err}
 	}
-	if err == nil {
-		b.metrics.events.Add(float64(len(items)))
-	}
+	b.metrics.events.Add(float64(done))
 }
 
 type batcherMetrics struct {

@@ -40,11 +40,20 @@ var (
 // ErrInvalidEvent): it can be re-driven once the message exists.
 var ErrUnknownMessage = errors.New("unknown message")
 
+// ErrUnstorable is the reason an event the event store refuses for good is
+// dead-lettered: Postgres rejected it with a data exception or a program
+// limit (SQLSTATE class 22 or 54), or a projection of it alone kept failing
+// with the same kind of server error. The decoder refuses what it knows
+// Postgres would; this is what remains. It does not match ErrInvalidEvent:
+// the event may be re-driven once the store takes it.
+var ErrUnstorable = errors.New("refused by the event store")
+
 // IsPermanent reports whether err means the message can never succeed as it
 // is, so it goes to the dead-letter topic instead of being retried: a contract
-// violation (ErrInvalidEvent) or an unknown message (ErrUnknownMessage).
+// violation (ErrInvalidEvent), an unknown message (ErrUnknownMessage) or an
+// event the store refuses (ErrUnstorable).
 func IsPermanent(err error) bool {
-	return errors.Is(err, ErrInvalidEvent) || errors.Is(err, ErrUnknownMessage)
+	return errors.Is(err, ErrInvalidEvent) || errors.Is(err, ErrUnknownMessage) || errors.Is(err, ErrUnstorable)
 }
 
 // ValidationError is one contract violation. Its Error() is a short single
