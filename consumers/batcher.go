@@ -2,6 +2,7 @@ package consumers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,8 +25,18 @@ type BatcherConfig struct {
 	// Concurrency is how many transactions may run at once (default 2: one
 	// commits while the next is built).
 	Concurrency int
-	Registerer  prometheus.Registerer
+	// Timeout is the deadline of one batch's projection (PROJECTION_TIMEOUT,
+	// default 30s): its transaction, or all the parts of a batch split
+	// around an event Postgres refused. A batch over it fails transiently
+	// and its events are retried, instead of holding them and their rooms'
+	// later events (and a stop) for as long as a lock or a hung connection
+	// lasts.
+	Timeout    time.Duration
+	Registerer prometheus.Registerer
 }
+
+// DefaultProjectionTimeout is BatcherConfig.Timeout's default.
+const DefaultProjectionTimeout = 30 * time.Second
 
 // Batcher projects the events handed to it concurrently (one per handler
 // goroutine of the router) in shared transactions. While transactions are
@@ -73,6 +84,9 @@ func NewBatcher(p BatchProjector, cfg BatcherConfig) *Batcher {
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 2
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultProjectionTimeout
 	}
 	return &Batcher{projector: p, cfg: cfg, requests: make(chan *batchRequest, cfg.MaxBatch),
 		stopped: make(chan struct{}), metrics: newBatcherMetrics(cfg.Registerer)}
@@ -274,7 +288,12 @@ func (b *Batcher) project(batch []*batchRequest) {
 		items[i] = r.item
 	}
 	start := time.Now()
-	results, err := b.projector.ProjectBatch(context.Background(), items)
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	results, err := b.projector.ProjectBatch(ctx, items)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("over the projection timeout of %v: %w", b.cfg.Timeout, err)
+	}
+	cancel()
 	b.metrics.seconds.Observe(time.Since(start).Seconds())
 	b.metrics.size.Observe(float64(len(items)))
 	done := 0

@@ -37,6 +37,8 @@ type Config struct {
 	BatchMax             int     // PROJECTION_BATCH_MAX
 	BatchConcurrency     int     // PROJECTION_CONCURRENCY
 
+	ProjectionTimeout time.Duration // PROJECTION_TIMEOUT
+
 	HTTPAddr        string
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
@@ -146,6 +148,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	}
 	c.BatchMax = parseInt("PROJECTION_BATCH_MAX", 1000)
 	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
+	c.ProjectionTimeout = parseDuration("PROJECTION_TIMEOUT", consumers.DefaultProjectionTimeout)
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL: %q is not debug, info, warn or error", get("LOG_LEVEL", "")))
 	}
