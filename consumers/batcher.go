@@ -2,6 +2,7 @@ package consumers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,8 +25,18 @@ type BatcherConfig struct {
 	// Concurrency is how many transactions may run at once (default 2: one
 	// commits while the next is built).
 	Concurrency int
-	Registerer  prometheus.Registerer
+	// Timeout is the deadline of one batch's projection (PROJECTION_TIMEOUT,
+	// default 30s): its transaction, or all the parts of a batch split
+	// around an event Postgres refused. A batch over it fails transiently
+	// and its events are retried, instead of holding them and their rooms'
+	// later events (and a stop) for as long as a lock or a hung connection
+	// lasts.
+	Timeout    time.Duration
+	Registerer prometheus.Registerer
 }
+
+// DefaultProjectionTimeout is BatcherConfig.Timeout's default.
+const DefaultProjectionTimeout = 30 * time.Second
 
 // Batcher projects the events handed to it concurrently (one per handler
 // goroutine of the router) in shared transactions. While transactions are
@@ -73,6 +84,9 @@ func NewBatcher(p BatchProjector, cfg BatcherConfig) *Batcher {
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 2
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultProjectionTimeout
 	}
 	return &Batcher{projector: p, cfg: cfg, requests: make(chan *batchRequest, cfg.MaxBatch),
 		stopped: make(chan struct{}), metrics: newBatcherMetrics(cfg.Registerer)}
@@ -274,21 +288,35 @@ func (b *Batcher) project(batch []*batchRequest) {
 		items[i] = r.item
 	}
 	start := time.Now()
-	results, err := b.projector.ProjectBatch(context.Background(), items)
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	results, err := b.projector.ProjectBatch(ctx, items)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("over the projection timeout of %v: %w", b.cfg.Timeout, err)
+	}
+	cancel()
 	b.metrics.seconds.Observe(time.Since(start).Seconds())
 	b.metrics.size.Observe(float64(len(items)))
+	done := 0
 	for i, r := range batch {
 		if err != nil {
 			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(items), err)}
 			continue
 		}
+		res := results[i]
+		if res.Err != nil && !domain.IsPermanent(res.Err) {
+			// Not committed: a batch split around an event Postgres refused
+			// failed part-way. As the events of a failed batch, it is
+			// retried and its successors keep waiting (this is always a
+			// suffix of the batch: nothing after it committed).
+			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(items), res.Err)}
+			continue
+		}
 		// Committed, or rejected for good: either way its successors may go.
+		done++
 		r.turn.markDone()
-		r.done <- batchAnswer{outcome: results[i].Outcome, err: results[i].Err}
+		r.done <- batchAnswer{outcome: res.Outcome, err: res.Err}
 	}
-	if err == nil {
-		b.metrics.events.Add(float64(len(items)))
-	}
+	b.metrics.events.Add(float64(done))
 }
 
 type batcherMetrics struct {

@@ -11,6 +11,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomcast/roomcast/domain"
 )
 
 // Config is what a Consumer reads and where it dead-letters.
@@ -52,7 +54,7 @@ type Config struct {
 }
 
 // DefaultMaxEventBytes is the default of Config.MaxEventBytes.
-const DefaultMaxEventBytes = 256 << 10
+const DefaultMaxEventBytes = domain.DefaultMaxValueBytes
 
 func (c *Config) setDefaults() {
 	if c.Topic == "" {

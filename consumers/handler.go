@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -101,14 +100,9 @@ func DecodeAhead(maxBytes int) func(payload []byte) any {
 	}
 }
 
-// decodeLimited is domain.Decode, refusing a value longer than maxBytes
-// (0: no limit) as a contract violation without parsing it.
+// decodeLimited is domain.Decode with EVENT_MAX_BYTES as the size limit.
 func decodeLimited(payload []byte, maxBytes int) (domain.Envelope, error) {
-	if maxBytes > 0 && len(payload) > maxBytes {
-		return domain.Envelope{}, &domain.ValidationError{Kind: domain.ErrTooLong,
-			Reason: strconv.Itoa(len(payload)) + " bytes, at most " + strconv.Itoa(maxBytes) + " (EVENT_MAX_BYTES)"}
-	}
-	return domain.Decode(payload)
+	return domain.Decoder{MaxValueBytes: maxBytes}.Decode(payload)
 }
 
 // decode is msg's event and state: decoded when it was read (DecodeAhead),

@@ -30,8 +30,8 @@ func (s *KeyedSubscriber) Stalls(now time.Time) []Stall {
 		}
 		stalls = append(stalls, Stall{
 			Cause: "partition", Since: st.MarkedAt,
-			Detail: fmt.Sprintf("partition %s/%d has not advanced for %s with %d messages of lag",
-				st.Topic, st.Partition, age(now, st.MarkedAt), st.HighWaterMark-st.Marked),
+			Detail: fmt.Sprintf("partition %s/%d has not advanced with %d messages of lag",
+				st.Topic, st.Partition, st.HighWaterMark-st.Marked),
 		})
 	}
 	s.mu.Lock()
@@ -46,15 +46,11 @@ func (s *KeyedSubscriber) Stalls(now time.Time) []Stall {
 		}
 		stalls = append(stalls, Stall{
 			Cause: "unassigned", Since: since,
-			Detail: fmt.Sprintf("no partition of %s is assigned to this process, and its group has not advanced for %s with %d messages of lag",
-				topic, age(now, since), st.lag),
+			Detail: fmt.Sprintf("no partition of %s is assigned to this process, and its group has not advanced with %d messages of lag",
+				topic, st.lag),
 		})
 	}
 	s.mu.Unlock()
 	slices.SortFunc(stalls, func(a, b Stall) int { return cmp.Or(a.Since.Compare(b.Since), cmp.Compare(a.Detail, b.Detail)) })
 	return stalls
-}
-
-func age(now, since time.Time) time.Duration {
-	return max(0, now.Sub(since)).Round(time.Second)
 }

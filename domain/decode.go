@@ -71,7 +71,20 @@ const (
 // unknown fields are ignored, null is the same as missing and a value of the
 // wrong JSON type is a violation. Envelope.Data holds the data object's bytes
 // as received; Envelope.Event holds the typed value.
-func Decode(value []byte) (Envelope, error) {
+//
+// What Postgres could not store is refused too (see limits.go): a value over
+// DefaultMaxValueBytes (checked first, so a huge value costs nothing), a
+// source or subject over MaxSourceLength characters, a control character in
+// id, source or subject, data nested deeper than MaxDataDepth, a number in
+// data that Postgres' numeric cannot hold, or numbers it would print as more
+// characters than the value may have. Decoder sets another size limit.
+func Decode(value []byte) (Envelope, error) { return Decoder{}.Decode(value) }
+
+// Decode is the package's Decode with d's limits.
+func (d Decoder) Decode(value []byte) (Envelope, error) {
+	if max := d.maxValueBytes(); max > 0 && len(value) > max {
+		return Envelope{}, valueTooLarge(len(value), max)
+	}
 	if !utf8.Valid(value) {
 		return Envelope{}, &ValidationError{Kind: ErrNotJSON,
 			Reason: "not valid UTF-8 (byte " + strconv.Itoa(invalidUTF8At(value)) + ")"}
@@ -112,6 +125,7 @@ func Decode(value []byte) (Envelope, error) {
 	env.ID = r.text("id", 1, MaxEventIDLength, ErrTooLong)
 	env.Source = r.text("source", 1, 0, nil)
 	env.Subject = r.str("subject", false)
+	r.checkEnvelopeText(env.ID, env.Source, env.Subject)
 	if r.has("time") {
 		env.Time = r.time("time")
 	}
@@ -186,6 +200,9 @@ func Decode(value []byte) (Envelope, error) {
 		} else if r.has("socketid") {
 			env.SocketID = r.socketID("socketid")
 		}
+	}
+	if m := top.member("data"); m != nil {
+		r.checkData(data.raw, int(m.depth), m.numbers, d.maxValueBytes())
 	}
 	if firstErr == nil {
 		// Fields roomcast does not read are stored too (events.data is jsonb).

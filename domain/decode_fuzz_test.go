@@ -37,11 +37,21 @@ func FuzzDecode(f *testing.F) {
 		`{"specversion":"1.0","id":"e","source":"s","type":"chat.member.left","data":{"roomid":"r","room\u0049d":"r","userId":"u","leftAt":"2026-11-27T08:00:00+14:00","userId":"v"}}`,
 		`{"specversion":"1.0","id":"e","source":"s","type":"chat.notification.rooms","data":{"roomIds":["a","b","a",null],"notification":{"id":"\"","type":"t","title":"t","body":"","url":null}}}`,
 		`{"specversion":"1.0","id":"e","source":"s","type":"chat.message.deleted","data_base64":"e30=","data":[[[{"a":"]"}]]]}`,
+		// What Postgres would refuse (limits.go): numbers around numeric's
+		// bounds, deep data, control characters in the envelope.
+		`{"specversion":"1.0","id":"e","source":"s","type":"chat.member.left","data":{"roomId":"r","userId":"u","leftAt":"2026-11-27T08:00:00Z","n":[1e131071,-0.5e-16382,0e-16383,1.0E+2]}}`,
+		`{"specversion":"1.0","id":"e","source":"s","type":"chat.member.left","data":{"roomId":"r","userId":"u","leftAt":"2026-11-27T08:00:00Z","n":{"x":[1e131072]}}}`,
+		`{"specversion":"1.0","id":"e","source":"s","type":"chat.member.left","data":{"roomId":"r","userId":"u","leftAt":"2026-11-27T08:00:00Z","n":0e-16384}}`,
+		`{"specversion":"1.0","id":"e","source":"s","type":"chat.member.left","data":{"roomId":"r","userId":"u","leftAt":"2026-11-27T08:00:00Z","n":-12.5e1073741823}}`,
+		`{"specversion":"1.0","id":"e\u0085","source":"s\n","subject":"\u007f","type":"chat.member.left","data":{"roomId":"r","userId":"u","leftAt":"2026-11-27T08:00:00Z"}}`,
+		`{"specversion":"1.0","id":"e","source":"s","type":"chat.member.left","data":{"roomId":"r","userId":"u","leftAt":"2026-11-27T08:00:00Z","d":` + strings.Repeat("[", 511) + strings.Repeat("]", 511) + `}}`,
+		`{"specversion":"1.0","id":"e","source":"s","type":"chat.member.left","data":{"roomId":"r","userId":"u","leftAt":"2026-11-27T08:00:00Z","d":` + strings.Repeat(`{"":`, 512) + "1" + strings.Repeat("}", 512) + `}}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, value []byte) {
 		env, err := domain.Decode(value)
+		checkStorable(t, value, env, err)
 		if err != nil {
 			checkViolation(t, err)
 			if !reflect0(env) {

@@ -629,6 +629,7 @@ func TestIsPermanent(t *testing.T) {
 		{"a wrapped contract violation", fmt.Errorf("decode: %w", invalid), true},
 		{"ErrInvalidEvent itself", domain.ErrInvalidEvent, true},
 		{"unknown message", fmt.Errorf("edit m-1 in room-42: %w", domain.ErrUnknownMessage), true},
+		{"refused by the store", fmt.Errorf("%w: value overflows numeric format (SQLSTATE 22003)", domain.ErrUnstorable), true},
 		{"a database error", errors.New("connection refused"), false},
 		{"a finer sentinel alone", domain.ErrContentTooLong, false},
 	}
@@ -639,8 +640,8 @@ func TestIsPermanent(t *testing.T) {
 			}
 		})
 	}
-	if errors.Is(domain.ErrUnknownMessage, domain.ErrInvalidEvent) {
-		t.Error("ErrUnknownMessage matches ErrInvalidEvent")
+	if errors.Is(domain.ErrUnknownMessage, domain.ErrInvalidEvent) || errors.Is(domain.ErrUnstorable, domain.ErrInvalidEvent) {
+		t.Error("ErrUnknownMessage or ErrUnstorable matches ErrInvalidEvent")
 	}
 	if domain.ErrUnknownMessage.Error() != "unknown message" {
 		t.Errorf("ErrUnknownMessage = %q", domain.ErrUnknownMessage)

@@ -41,8 +41,11 @@ var (
 var ErrUnknownMessage = errors.New("unknown message")
 
 // ErrUnstorable is the reason an event the event store refuses for good is
-// dead-lettered (a value Postgres cannot hold, or an error that a batch of
-// that one event keeps returning).
+// dead-lettered: Postgres rejected it with a data exception or a program
+// limit (SQLSTATE class 22 or 54), or a projection of it alone kept failing
+// with the same kind of server error. The decoder refuses what it knows
+// Postgres would; this is what remains. It does not match ErrInvalidEvent:
+// the event may be re-driven once the store takes it.
 var ErrUnstorable = errors.New("refused by the event store")
 
 // IsPermanent reports whether err means the message can never succeed as it

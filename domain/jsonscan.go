@@ -11,6 +11,10 @@ import (
 type member struct {
 	key []byte
 	val json.RawMessage
+	// Of an object or array: how deeply it nests (1 when it holds none),
+	// and whether it holds a number (see reader.checkData).
+	depth   int32
+	numbers bool
 }
 
 // objectMembers are an object's members in the order written.
@@ -21,9 +25,17 @@ type objectMembers []member
 // scan: events have about ten members, and a map per object (and a string
 // per key) was 7% of what roomcast allocated.
 func (ms objectMembers) get(key string) json.RawMessage {
+	if m := ms.member(key); m != nil {
+		return m.val
+	}
+	return nil
+}
+
+// member returns the member of key (the last of duplicates), nil when missing.
+func (ms objectMembers) member(key string) *member {
 	for i := len(ms) - 1; i >= 0; i-- {
 		if string(ms[i].key) == key {
-			return ms[i].val
+			return &ms[i]
 		}
 	}
 	return nil
@@ -76,8 +88,8 @@ func splitObject(raw []byte, arena *objectMembers) (objectMembers, bool) {
 		}
 		i = skipSpace(raw, end)
 		i = skipSpace(raw, i+1) // ':'
-		vend := skipValue(raw, i)
-		*arena = append(*arena, member{key: key, val: raw[i:vend:vend]})
+		vend, depth, numbers := skipNoting(raw, i)
+		*arena = append(*arena, member{key: key, val: raw[i:vend:vend], depth: depth, numbers: numbers})
 		i = skipSpace(raw, vend)
 		if i >= len(raw) || raw[i] == '}' {
 			return members(), true
@@ -110,6 +122,36 @@ func skipString(raw []byte, i int) int {
 		}
 	}
 	return len(raw)
+}
+
+// skipNoting is skipValue noting, of an object or array, how deeply it nests
+// and whether it holds a number. Decode walks data's bytes here anyway (to
+// find where it ends); noting costs a comparison per byte outside strings,
+// where a pass of its own would walk every string of data again.
+func skipNoting(raw []byte, i int) (end int, depth int32, numbers bool) {
+	if i >= len(raw) || (raw[i] != '{' && raw[i] != '[') {
+		return skipValue(raw, i), 0, false
+	}
+	var d int32
+	for i < len(raw) {
+		switch raw[i] {
+		case '"':
+			i = skipString(raw, i)
+			continue
+		case '{', '[':
+			if d++; d > depth {
+				depth = d
+			}
+		case '}', ']':
+			if d--; d == 0 {
+				return i + 1, depth, numbers
+			}
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			numbers = true
+		}
+		i++
+	}
+	return i, depth, numbers
 }
 
 // skipValue returns the index just after the value starting at raw[i].

@@ -26,7 +26,10 @@ type Item struct {
 
 // Result is what projecting one item of a batch did. Err is set for an item
 // that was rejected on its own (domain.ErrUnknownMessage, a contract
-// violation): the rest of the batch is committed, the item is not recorded.
+// violation, domain.ErrUnstorable when Postgres refused it): the rest of the
+// batch is committed, the item is not recorded. After a split batch failed
+// part-way (see ProjectBatch), Err is a transient error (domain.IsPermanent
+// is false) for the items that were not committed: they are to be retried.
 type Result struct {
 	Outcome Outcome
 	Err     error
@@ -37,6 +40,15 @@ type Result struct {
 // them one by one with Project, in order: the same rows, seqs and
 // deliveries. An item rejected on its own gets an Err in its Result and the
 // others commit. A returned error is transient: nothing was committed.
+//
+// When Postgres refuses the transaction for what an event may cause (see
+// classify), the batch is split until the events it refuses are found
+// (projectSplitting): they get domain.ErrUnstorable, the others commit in
+// several transactions, in order. Should a part then fail transiently, the
+// parts before it stay committed and the items not committed get that
+// error in their Result instead of a returned error: always a suffix of
+// items, so a room's later event is never committed while an earlier one
+// is not done.
 func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, error) {
 	start := time.Now()
 	results := make([]Result, len(items))
@@ -44,32 +56,61 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 	if err := b.prepare(); err != nil {
 		return nil, err
 	}
-	project := func() error {
-		return transaction(ctx, p.db, func(tx *gorm.DB, cp copyFunc) error {
-			b.reset()
-			b.copy = cp
-			return b.run(tx)
-		})
+	attempt := func(part *batch) error {
+		run := func() error {
+			return transaction(ctx, p.db, func(tx *gorm.DB, cp copyFunc) error {
+				part.reset()
+				part.copy = cp
+				return part.run(tx)
+			})
+		}
+		part.optimistic = time.Now().UnixNano() >= p.lookUpUntil.Load()
+		err := run()
+		if part.optimistic && (errors.Is(err, errClaimedMeanwhile) || errors.Is(err, errMessageExists)) {
+			// An id of the batch is stored, or a message it created exists:
+			// redeliveries (a restart, a rebalance) and repeated creates come
+			// in runs, so look them up for a while.
+			p.lookUpUntil.Store(time.Now().Add(p.lookUpFor).UnixNano())
+			part.optimistic = false
+			err = run()
+		}
+		return err
 	}
-	b.optimistic = time.Now().UnixNano() >= p.lookUpUntil.Load()
-	err := project()
-	if b.optimistic && (errors.Is(err, errClaimedMeanwhile) || errors.Is(err, errMessageExists)) {
-		// An id of the batch is stored, or a message it created exists:
-		// redeliveries (a restart, a rebalance) and repeated creates come
-		// in runs, so look them up for a while.
-		p.lookUpUntil.Store(time.Now().Add(p.lookUpFor).UnixNano())
-		b.optimistic = false
-		err = project()
+	commits := 0
+	err := projectSplitting(b, attempt, func(part *batch) { commits++; p.committed(part) })
+	refusedN := 0
+	for i, r := range results {
+		if errors.Is(r.Err, domain.ErrUnstorable) {
+			refusedN++
+			env := items[i].Env
+			p.metrics.projected.WithLabelValues(string(env.Type), "unstorable").Inc()
+			p.log.Warn("event refused by Postgres: not stored", append(logAttrs(env.ID, string(env.Type), eventRoom(env.Event)),
+				slog.String("reason", r.Err.Error()))...)
+		}
 	}
 	if err != nil {
-		for _, it := range items {
-			p.metrics.failures.WithLabelValues(string(it.Env.Type)).Inc()
+		if commits == 0 && refusedN == 0 {
+			for _, it := range items {
+				p.metrics.failures.WithLabelValues(string(it.Env.Type)).Inc()
+			}
+			return nil, fmt.Errorf("project a batch of %d events: %w", len(items), err)
 		}
-		return nil, fmt.Errorf("project a batch of %d events: %w", len(items), err)
+		b.unfinished(fmt.Errorf("project a part of a batch of %d events split around what Postgres refused: %w", len(items), err))
+		for i, r := range results {
+			if r.Err != nil && !domain.IsPermanent(r.Err) {
+				p.metrics.failures.WithLabelValues(string(items[i].Env.Type)).Inc()
+			}
+		}
 	}
 	p.metrics.seconds.Observe(time.Since(start).Seconds())
-	for i, r := range results {
-		env := items[i].Env
+	return results, nil
+}
+
+// committed counts what a committed batch (or part of one) did and hands
+// its deliveries on.
+func (p *Projector) committed(b *batch) {
+	for i, r := range b.results {
+		env := b.items[i].Env
 		switch {
 		case errors.Is(r.Err, domain.ErrUnknownMessage):
 			p.metrics.projected.WithLabelValues(string(env.Type), "unknown_message").Inc()
@@ -95,7 +136,6 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 	if len(b.owed) > 0 {
 		p.deliveriesOwed(b)
 	}
-	return results, nil
 }
 
 // lookUpAfterStored is how long batches look their ids up in events before
@@ -149,6 +189,12 @@ type batch struct {
 	// errMessageExists), after which the batch runs again with the lookups.
 	// Set by ProjectBatch (see lookUpAfterStored).
 	optimistic bool
+
+	// Of a batch split around what Postgres refused (projectSplitting):
+	// parts are the batches it was split into, finished that it is done
+	// (committed, or its items refused or rejected before).
+	parts    []*batch
+	finished bool
 
 	// Reset at every attempt of the transaction:
 	owed      []domain.Delivery

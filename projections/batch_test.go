@@ -59,76 +59,122 @@ func workload(seed uint64, n int) []*chattest.Event {
 type outcome struct {
 	Outcome projections.Outcome
 	Unknown bool
+	Refused bool
+}
+
+func outcomeOf(t *testing.T, o projections.Outcome, err error) outcome {
+	t.Helper()
+	switch {
+	case err == nil:
+		return outcome{Outcome: o}
+	case errors.Is(err, domain.ErrUnknownMessage):
+		return outcome{Unknown: true}
+	case errors.Is(err, domain.ErrUnstorable):
+		return outcome{Refused: true}
+	}
+	t.Fatal(err)
+	return outcome{}
 }
 
 func TestBatchEqualsOneByOne(t *testing.T) {
 	for seed := uint64(1); seed <= 6; seed++ {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
-			events := workload(seed, 300)
-			ctx := context.Background()
-
-			one := newFixture(t)
-			var want []outcome
-			for _, e := range events {
-				o, err := one.p.Project(ctx, e.Envelope(t), noKafka)
-				if err != nil && !errors.Is(err, domain.ErrUnknownMessage) {
-					t.Fatal(err)
-				}
-				want = append(want, outcome{o, err != nil})
+			var envs []domain.Envelope
+			for _, e := range workload(seed, 300) {
+				envs = append(envs, e.Envelope(t))
 			}
-
-			batched := newFixture(t)
-			if seed%2 == 0 {
-				// Every batch optimistic: each one that meets a stored id or
-				// an existing message runs again with the lookups.
-				projections.SetLookUpFor(batched.p, 0)
-			}
-			rng := rand.New(rand.NewPCG(seed, 99))
-			var got []outcome
-			for start := 0; start < len(events); {
-				end := min(len(events), start+1+rng.IntN(60))
-				items := make([]projections.Item, 0, end-start)
-				for _, e := range events[start:end] {
-					items = append(items, projections.Item{Env: e.Envelope(t), Src: noKafka})
-				}
-				results, err := batched.p.ProjectBatch(ctx, items)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, r := range results {
-					if r.Err != nil && !errors.Is(r.Err, domain.ErrUnknownMessage) {
-						t.Fatal(r.Err)
-					}
-					got = append(got, outcome{r.Outcome, r.Err != nil})
-				}
-				start = end
-			}
-
-			for i := range want {
-				if got[i] != want[i] {
-					t.Errorf("event %d (%s %s): batched %+v, one by one %+v", i, events[i].Type, events[i].ID, got[i], want[i])
-				}
-			}
-			for _, q := range []struct{ name, sql string }{
-				{"messages", `SELECT id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_ids::text FROM messages ORDER BY id`},
-				{"room_members", `SELECT room_id, user_id, user_name, user_avatar, joined_at FROM room_members ORDER BY room_id, user_id`},
-				{"rooms", `SELECT room_id, last_seq FROM rooms WHERE last_seq > 0 ORDER BY room_id`},
-				{"events", `SELECT id, type, room_id, seq, data::text, fingerprint, occurred_at FROM events ORDER BY id`},
-				{"deliveries", `SELECT event_id, room_id, seq, channels::text, name, data, socket_id, truncated, parked_reason FROM deliveries ORDER BY id`},
-				{"events' deliveries", `SELECT e.id, d.event_id FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id ORDER BY e.id`},
-			} {
-				a, b := dump(t, one.db, q.sql), dump(t, batched.db, q.sql)
-				if !reflect.DeepEqual(a, b) {
-					t.Errorf("%s differ: one by one %d rows, batched %d rows", q.name, len(a), len(b))
-					for i := range min(len(a), len(b)) {
-						if !reflect.DeepEqual(a[i], b[i]) {
-							t.Errorf("first difference at row %d:\n one by one %v\n batched    %v", i, a[i], b[i])
-							break
-						}
-					}
-				}
-			}
+			checkBatchEqualsOneByOne(t, seed, envs)
 		})
+	}
+}
+
+// Events Postgres refuses, among the others: batches split around them and
+// end as projecting one by one does.
+func TestBatchEqualsOneByOneWithRefusedEvents(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			var envs []domain.Envelope
+			for i, e := range workload(seed, 300) {
+				if rng.IntN(12) == 0 {
+					// A create of a message the workload edits and deletes, or a
+					// notification, refused for a number in its data.
+					var h *chattest.Event
+					if rng.IntN(3) == 0 {
+						h = chattest.UserNotification([]string{"u1"}, "refused")
+					} else {
+						h = chattest.MessageCreated(fmt.Sprintf("r%d", 1+rng.IntN(3)), fmt.Sprintf("m%d", rng.IntN(12)), fmt.Sprintf("refused %d", i))
+					}
+					envs = append(envs, hostile(t, h, fmt.Sprintf(`{"n":%de1000000}`, 1+rng.IntN(9))))
+				}
+				envs = append(envs, e.Envelope(t))
+			}
+			checkBatchEqualsOneByOne(t, seed, envs)
+		})
+	}
+}
+
+func checkBatchEqualsOneByOne(t *testing.T, seed uint64, envs []domain.Envelope) {
+	ctx := context.Background()
+	one := newFixture(t)
+	var want []outcome
+	for _, env := range envs {
+		o, err := one.p.Project(ctx, env, noKafka)
+		want = append(want, outcomeOf(t, o, err))
+	}
+
+	batched := newFixture(t)
+	if seed%2 == 0 {
+		// Every batch optimistic: each one that meets a stored id or
+		// an existing message runs again with the lookups.
+		projections.SetLookUpFor(batched.p, 0)
+	}
+	rng := rand.New(rand.NewPCG(seed, 99))
+	var got []outcome
+	for start := 0; start < len(envs); {
+		end := min(len(envs), start+1+rng.IntN(60))
+		items := make([]projections.Item, 0, end-start)
+		for _, env := range envs[start:end] {
+			items = append(items, projections.Item{Env: env, Src: noKafka})
+		}
+		results, err := batched.p.ProjectBatch(ctx, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range results {
+			got = append(got, outcomeOf(t, r.Outcome, r.Err))
+		}
+		start = end
+	}
+
+	refused := 0
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("event %d (%s %s): batched %+v, one by one %+v", i, envs[i].Type, envs[i].ID, got[i], want[i])
+		}
+		if want[i].Refused {
+			refused++
+		}
+	}
+	t.Logf("%d events, %d refused", len(envs), refused)
+	for _, q := range []struct{ name, sql string }{
+		{"messages", `SELECT id, room_id, seq, author_id, author_name, author_avatar, content, created_at, edited_at, edited_by, deleted_at, deleted_by, event_ids::text FROM messages ORDER BY id`},
+		{"room_members", `SELECT room_id, user_id, user_name, user_avatar, joined_at FROM room_members ORDER BY room_id, user_id`},
+		{"rooms", `SELECT room_id, last_seq FROM rooms WHERE last_seq > 0 ORDER BY room_id`},
+		{"events", `SELECT id, type, room_id, seq, data::text, fingerprint, occurred_at FROM events ORDER BY id`},
+		{"deliveries", `SELECT event_id, room_id, seq, channels::text, name, data, socket_id, truncated, parked_reason FROM deliveries ORDER BY id`},
+		{"events' deliveries", `SELECT e.id, d.event_id FROM events e LEFT JOIN deliveries d ON d.id = e.delivery_id ORDER BY e.id`},
+	} {
+		a, b := dump(t, one.db, q.sql), dump(t, batched.db, q.sql)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s differ: one by one %d rows, batched %d rows", q.name, len(a), len(b))
+			for i := range min(len(a), len(b)) {
+				if !reflect.DeepEqual(a[i], b[i]) {
+					t.Errorf("first difference at row %d:\n one by one %v\n batched    %v", i, a[i], b[i])
+					break
+				}
+			}
+		}
 	}
 }
 

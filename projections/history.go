@@ -23,7 +23,7 @@ const redactedContent = "[redacted]"
 // validation returns the error (a *domain.ValidationError).
 func historyEnvelope(id, typ, source string, subject *string, data []byte) (domain.Envelope, error) {
 	raw := eventJSON(id, typ, source, subject, data)
-	env, err := domain.Decode(raw)
+	env, err := storedDecoder.Decode(raw)
 	if err == nil {
 		return env, nil
 	}
@@ -35,7 +35,7 @@ func historyEnvelope(id, typ, source string, subject *string, data []byte) (doma
 		if json.Unmarshal(data, &m) == nil {
 			m["content"], _ = json.Marshal(redactedContent)
 			if patched, merr := json.Marshal(m); merr == nil {
-				if env, derr := domain.Decode(eventJSON(id, typ, source, subject, patched)); derr == nil {
+				if env, derr := storedDecoder.Decode(eventJSON(id, typ, source, subject, patched)); derr == nil {
 					return env, nil
 				}
 			}
@@ -43,6 +43,11 @@ func historyEnvelope(id, typ, source string, subject *string, data []byte) (doma
 	}
 	return domain.Envelope{}, err
 }
+
+// storedDecoder validates stored events without a size limit: Postgres
+// prints jsonb with a space after every colon and comma, so an event that
+// arrived within the limit may come back larger.
+var storedDecoder = domain.Decoder{MaxValueBytes: -1}
 
 func eventJSON(id, typ, source string, subject *string, data []byte) []byte {
 	b := make([]byte, 0, len(data)+len(id)+len(typ)+len(source)+96)

@@ -15,7 +15,7 @@ func newProjectorMetrics(reg prometheus.Registerer) *projectorMetrics {
 	m := &projectorMetrics{
 		projected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_events_projected_total",
-			Help: "Events projected into Postgres, by type and outcome (applied, unchanged, duplicate, conflict, unknown_message).",
+			Help: "Events projected into Postgres, by type and outcome (applied, unchanged, duplicate, conflict, unknown_message, unstorable).",
 		}, []string{"type", "outcome"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_projection_failures_total",

@@ -102,8 +102,29 @@ func (p *Projector) HandOffDeliveries(f func([]domain.Delivery) bool) { p.handof
 // An event whose id is already stored changes nothing (Duplicate or Conflict).
 // An edit or delete of a message that does not exist returns an error wrapping
 // domain.ErrUnknownMessage and records nothing, so the event can be re-driven
-// once the message exists. Any other error is transient: nothing was committed.
+// once the message exists. An event Postgres refuses (see classify: a data
+// exception or program limit at once, another server error an event may
+// cause after attemptsAlone tries) returns an error wrapping
+// domain.ErrUnstorable and records nothing. Any other error is transient:
+// nothing was committed.
 func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source) (Outcome, error) {
+	for n := 1; ; n++ {
+		outcome, err := p.project(ctx, env, src)
+		if err == nil || errors.Is(err, domain.ErrUnknownMessage) {
+			return outcome, err
+		}
+		switch v, pgErr := classify(err); {
+		case v == refused, v == suspect && n >= attemptsAlone:
+			p.metrics.projected.WithLabelValues(string(env.Type), "unstorable").Inc()
+			return 0, unstorable(pgErr)
+		case v == transient:
+			p.metrics.failures.WithLabelValues(string(env.Type)).Inc()
+			return 0, err
+		}
+	}
+}
+
+func (p *Projector) project(ctx context.Context, env domain.Envelope, src Source) (Outcome, error) {
 	start := time.Now()
 	data, fingerprint, err := canonicalData(env)
 	if err != nil {
@@ -156,7 +177,6 @@ func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source
 			p.metrics.projected.WithLabelValues(string(env.Type), "unknown_message").Inc()
 			return 0, err
 		}
-		p.metrics.failures.WithLabelValues(string(env.Type)).Inc()
 		return 0, fmt.Errorf("project %s %s: %w", env.Type, env.ID, err)
 	}
 	p.metrics.projected.WithLabelValues(string(env.Type), outcome.String()).Inc()

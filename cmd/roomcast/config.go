@@ -41,6 +41,7 @@ type Config struct {
 
 	EventMaxBytes int           // EVENT_MAX_BYTES
 	StallAfter    time.Duration // STALL_AFTER
+	ProjectionTimeout time.Duration // PROJECTION_TIMEOUT
 
 	HTTPAddr        string
 	ShutdownTimeout time.Duration
@@ -185,6 +186,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 		c.EventMaxBytes = int(min(n, maxEventBytes))
 	}
 	c.StallAfter = parseDuration("STALL_AFTER", 2*time.Minute)
+	c.ProjectionTimeout = parseDuration("PROJECTION_TIMEOUT", consumers.DefaultProjectionTimeout)
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL: %q is not debug, info, warn or error", get("LOG_LEVEL", "")))
 	}

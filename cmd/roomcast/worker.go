@@ -73,7 +73,7 @@ func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started fu
 	backlog := registerBacklog(reg, outbox, log.With(slog.String("component", "backlog")))
 
 	batcher := consumers.NewBatcher(projector, consumers.BatcherConfig{
-		MaxBatch: cfg.BatchMax, Concurrency: cfg.BatchConcurrency, Registerer: reg,
+		MaxBatch: cfg.BatchMax, Concurrency: cfg.BatchConcurrency, Timeout: cfg.ProjectionTimeout, Registerer: reg,
 	})
 	consumer, err := consumers.New(consumers.Config{
 		Kafka: cfg.Kafka, Topic: cfg.Topic, DLQTopic: cfg.DLQTopic, ConsumerGroup: cfg.ConsumerGroup,
