@@ -70,25 +70,30 @@ func (r *Replayer) Close() { r.done() }
 
 // Project projects items in one transaction, set-based like ProjectBatch
 // (in order: a room's events apply and are recorded in the order given).
-// Results are in the order of items; a returned error is transient (nothing
-// committed).
+// Results are in the order of items. Like ProjectBatch it splits a batch
+// around the events Postgres refuses (domain.ErrUnstorable in their
+// Result), so that the others are stored. A returned error is transient;
+// parts of a split batch may have committed before it, which a replay run
+// again counts as duplicates.
 func (r *Replayer) Project(ctx context.Context, items []Item) ([]Result, error) {
 	results := make([]Result, len(items))
 	b := &batch{items: items, results: results, silent: !r.opts.Notify}
 	if err := b.prepare(); err != nil {
 		return nil, err
 	}
-	err := transaction(ctx, r.db, func(tx *gorm.DB, cp copyFunc) error {
-		if r.opts.DryRun {
-			if err := r.copyStored(tx, items); err != nil {
-				return err
+	attempt := func(part *batch) error {
+		return transaction(ctx, r.db, func(tx *gorm.DB, cp copyFunc) error {
+			if r.opts.DryRun {
+				if err := r.copyStored(tx, part.items); err != nil {
+					return err
+				}
 			}
-		}
-		b.reset()
-		b.copy = cp
-		return b.run(tx)
-	})
-	if err != nil {
+			part.reset()
+			part.copy = cp
+			return part.run(tx)
+		})
+	}
+	if err := projectSplitting(b, attempt, func(*batch) {}); err != nil {
 		return nil, fmt.Errorf("replay a batch of %d events: %w", len(items), err)
 	}
 	return results, nil

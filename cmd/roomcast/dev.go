@@ -154,7 +154,7 @@ func produceSample(cfg Config) (int, error) {
 	lines := sampleEvents(2, 3, time.Now())
 	msgs := make([]*sarama.ProducerMessage, 0, len(lines))
 	for _, line := range lines {
-		key, err := eventKey([]byte(line), false)
+		key, err := eventKey([]byte(line), 0, false)
 		if err != nil {
 			return 0, err
 		}

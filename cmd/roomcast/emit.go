@@ -75,7 +75,7 @@ func runEmit(ctx context.Context, args []string, env Getenv, stdin io.Reader, st
 		if len(raw) == 0 {
 			continue
 		}
-		key, err := eventKey(raw, *allowInvalid)
+		key, err := eventKey(raw, cfg.EventMaxBytes, *allowInvalid)
 		if err != nil {
 			rejected++
 			rejects = append(rejects, fmt.Errorf("line %d: %w", line, err))
@@ -109,11 +109,12 @@ func runEmit(ctx context.Context, args []string, env Getenv, stdin io.Reader, st
 	return ctx.Err()
 }
 
-// eventKey validates one line and returns its Kafka key. With allowInvalid a
+// eventKey validates one line (values up to maxBytes, EVENT_MAX_BYTES, as
+// the worker reads them) and returns its Kafka key. With allowInvalid a
 // line that breaks the contract is still sent if it is a JSON object, keyed by
 // its subject when it has one.
-func eventKey(raw []byte, allowInvalid bool) (string, error) {
-	env, err := domain.Decode(raw)
+func eventKey(raw []byte, maxBytes int, allowInvalid bool) (string, error) {
+	env, err := domain.Decoder{MaxValueBytes: maxBytes}.Decode(raw)
 	if err == nil {
 		return domain.PartitionKey(env.Event), nil
 	}

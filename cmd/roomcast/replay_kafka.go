@@ -200,7 +200,7 @@ func (rk *kafkaReplay) batch(ctx context.Context, msgs []*sarama.ConsumerMessage
 		}
 	}
 	for _, m := range msgs {
-		env, err := domain.Decode(m.Value)
+		env, err := domain.Decoder{MaxValueBytes: rk.cfg.EventMaxBytes}.Decode(m.Value) // the worker's limit
 		if err != nil {
 			id, typ := sniffIDType(m.Value)
 			c := rk.counts.Of(typ)
