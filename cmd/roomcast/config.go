@@ -39,8 +39,8 @@ type Config struct {
 	BatchMax             int     // PROJECTION_BATCH_MAX
 	BatchConcurrency     int     // PROJECTION_CONCURRENCY
 
-	EventMaxBytes int           // EVENT_MAX_BYTES
-	StallAfter    time.Duration // STALL_AFTER
+	EventMaxBytes     int           // EVENT_MAX_BYTES
+	StallAfter        time.Duration // STALL_AFTER
 	ProjectionTimeout time.Duration // PROJECTION_TIMEOUT
 
 	HTTPAddr        string
