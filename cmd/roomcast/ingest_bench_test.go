@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -194,36 +195,12 @@ func (st *ingestStack) runLatency(b *testing.B, name string, rate int, duration 
 	defer stopProgress()
 
 	total := rate * int(duration/time.Millisecond) / 1000
-	producedAt := make(map[string]time.Time, total)
-	ticker := time.NewTicker(10 * time.Millisecond)
-	defer ticker.Stop()
 	b.StartTimer()
-	start := time.Now()
-	sent := 0
-	for sent < total {
-		<-ticker.C
-		// As many as the steady rate owes by now: a late tick is caught
-		// up, so the average rate holds.
-		due := min(total, int(time.Since(start).Seconds()*float64(rate)))
-		if due <= sent {
-			continue
-		}
-		chunk := make([]*chattest.Event, 0, due-sent)
-		ids := make([]string, 0, due-sent)
-		for ; sent < due; sent++ {
-			room := ingestRoom(name, sent%ingestRooms)
-			id := fmt.Sprintf("%s-l%d", room, sent)
-			chunk = append(chunk, chattest.MessageCreated(room, id, "latency probe "+strconv.Itoa(sent)))
-			ids = append(ids, id)
-		}
-		msgs := ingestMessages(topic, chunk)
-		at := time.Now()
-		sendIngestMessages(b, producer, msgs)
-		for _, id := range ids {
-			producedAt[id] = at
-		}
-	}
-	held := float64(total) / time.Since(start).Seconds()
+	producedAt, held := produceSteady(b, producer, topic, rate, total, func(i int) (*chattest.Event, string) {
+		room := ingestRoom(name, i%ingestRooms)
+		id := fmt.Sprintf("%s-l%d", room, i)
+		return chattest.MessageCreated(room, id, "latency probe "+strconv.Itoa(i)), id
+	})
 
 	waitCtx, cancel = context.WithTimeout(context.Background(), 5*time.Minute)
 	err = st.pusher.WaitForEvents(waitCtx, total)
@@ -257,6 +234,41 @@ func (st *ingestStack) runLatency(b *testing.B, name string, rate int, duration 
 	return lat, held
 }
 
+// produceSteady produces total events at rate events/s (a tick every 10 ms
+// sends as many as the rate owes by then, so a late tick is caught up and
+// the average rate holds). event(i) builds the i-th event and names it; the
+// result maps each name to its produce time (just before the SyncProducer
+// call that carried it), with the rate actually held.
+func produceSteady(b *testing.B, producer sarama.SyncProducer, topic string, rate, total int, event func(i int) (*chattest.Event, string)) (map[string]time.Time, float64) {
+	b.Helper()
+	producedAt := make(map[string]time.Time, total)
+	ticker := time.NewTicker(10 * time.Millisecond)
+	defer ticker.Stop()
+	start := time.Now()
+	sent := 0
+	for sent < total {
+		<-ticker.C
+		due := min(total, int(time.Since(start).Seconds()*float64(rate)))
+		if due <= sent {
+			continue
+		}
+		chunk := make([]*chattest.Event, 0, due-sent)
+		names := make([]string, 0, due-sent)
+		for ; sent < due; sent++ {
+			e, name := event(sent)
+			chunk = append(chunk, e)
+			names = append(names, name)
+		}
+		msgs := ingestMessages(topic, chunk)
+		at := time.Now()
+		sendIngestMessages(b, producer, msgs)
+		for _, name := range names {
+			producedAt[name] = at
+		}
+	}
+	return producedAt, float64(total) / time.Since(start).Seconds()
+}
+
 func quantile(sorted []time.Duration, q float64) time.Duration {
 	i := int(q*float64(len(sorted))+0.5) - 1
 	return sorted[min(max(i, 0), len(sorted)-1)]
@@ -275,6 +287,13 @@ type ingestStack struct {
 
 func startIngestStack(b *testing.B) *ingestStack {
 	b.Helper()
+	return startIngestStackWith(b, nil)
+}
+
+// startIngestStackWith is startIngestStack with Postgres server settings of
+// the benchmark's own (INGEST_BENCH_PG still applies on top).
+func startIngestStackWith(b *testing.B, pgSettings map[string]string) *ingestStack {
+	b.Helper()
 	st := &ingestStack{bin: os.Getenv("INGEST_BENCH_BIN")}
 	if st.bin == "" {
 		st.bin = buildBinary(b)
@@ -282,7 +301,10 @@ func startIngestStack(b *testing.B) *ingestStack {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var pgCfg localstack.PostgresConfig // default durability
-	pgCfg.Settings = map[string]string{}
+	pgCfg.Settings = maps.Clone(pgSettings)
+	if pgCfg.Settings == nil {
+		pgCfg.Settings = map[string]string{}
+	}
 	if os.Getenv("INGEST_BENCH_STATEMENTS") != "" {
 		pgCfg.Settings["shared_preload_libraries"] = "pg_stat_statements"
 	}
@@ -382,21 +404,7 @@ func (st *ingestStack) runBacklog(b *testing.B, name string, n int, overrides ma
 
 	p := st.startRoomcast(b, name, topic, dbURL, overrides)
 	// The clock starts at the first consumed event.
-	deadline := time.Now().Add(2 * time.Minute)
-	var first time.Time
-	for first.IsZero() {
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: nothing consumed within 2 minutes\n%s", name, p.tail(30))
-		}
-		if p.exited() {
-			b.Fatalf("%s: roomcast exited: %v\n%s", name, p.err, p.tail(30))
-		}
-		if m, err := p.scrape(); err == nil && m.sum("roomcast_events_consumed_total") > 0 {
-			first = time.Now()
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	first := p.waitConsumed(b, name)
 	if timed {
 		b.StartTimer()
 	}
@@ -636,6 +644,25 @@ func (st *ingestStack) startRoomcast(b *testing.B, name, topic, dbURL string, ov
 		}
 	})
 	return p
+}
+
+// waitConsumed waits (up to 2 minutes) until roomcast has consumed its
+// first event and returns when it saw that.
+func (p *ingestProc) waitConsumed(b *testing.B, name string) time.Time {
+	b.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: nothing consumed within 2 minutes\n%s", name, p.tail(30))
+		}
+		if p.exited() {
+			b.Fatalf("%s: roomcast exited: %v\n%s", name, p.err, p.tail(30))
+		}
+		if m, err := p.scrape(); err == nil && m.sum("roomcast_events_consumed_total") > 0 {
+			return time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (p *ingestProc) exited() bool {

@@ -244,7 +244,7 @@ func (s *stack) produceEvents(events ...*chattest.Event) {
 }
 
 // topicSize is the number of messages in topic (sum of newest offsets).
-func topicSize(t *testing.T, brokers []string, topic string) int64 {
+func topicSize(t testing.TB, brokers []string, topic string) int64 {
 	t.Helper()
 	client, err := sarama.NewClient(brokers, sarama.NewConfig())
 	if err != nil {
