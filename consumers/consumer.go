@@ -32,7 +32,7 @@ type Config struct {
 	// at once (default 1). Above 1 the Projector must keep each key's order
 	// from the turns in the messages' contexts: Batcher does.
 	MaxInFlightPerKey int
-	// MaxInFlightBytes bounds the bytes of the messages held (default 64 MiB).
+	// MaxInFlightBytes bounds the bytes of the messages held (default DefaultMaxInFlightBytes).
 	MaxInFlightBytes int64
 	// GroupInstanceID makes the consumer a static group member (KIP-345).
 	GroupInstanceID string

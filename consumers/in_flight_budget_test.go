@@ -255,7 +255,7 @@ func TestKeyedSubscriberBoundsInFlightBytes(t *testing.T) {
 
 // BenchmarkKeyedSubscriber1MBBacklog drains a backlog of 1 MB messages (12
 // partitions, KEYED_BACKLOG_MESSAGES per partition, 20 by default) with
-// roomcast's defaults (MaxInFlightBytes 64 MiB, KafkaConfig.ConsumerConfig):
+// roomcast's defaults (MaxInFlightBytes 32 MiB, KafkaConfig.ConsumerConfig):
 // the handlers ack nothing until the budget is full, then take 50 ms each,
 // four at a time (80 messages/s: slower than the fetches, so Sarama's own
 // buffers fill too; the worst case). It reports the peak live heap above the
@@ -283,7 +283,7 @@ func BenchmarkKeyedSubscriber1MBBacklog(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		const budget = 64 << 20 // the default
+		const budget = consumers.DefaultMaxInFlightBytes
 		held := consumeBacklog(b, sub, topic, partitions*perPartition, 4, 50*time.Millisecond,
 			func(n int64) bool { return n > budget-size })
 		close(stop)

@@ -9,6 +9,16 @@ import (
 	"github.com/IBM/sarama"
 )
 
+// DefaultMaxInFlightBytes is the default of
+// KeyedSubscriberConfig.MaxInFlightBytes (KAFKA_MAX_IN_FLIGHT_BYTES). A
+// held message costs about four times its size on its way through `roomcast
+// run` (the Kafka value, the decoded event's data, its canonical form and
+// the COPY rows of its batch), so that with large messages 32 MiB held keeps
+// the worker's heap within its default GOMEMLIMIT of 256 MiB; above it the
+// collector runs past the limit. Small messages never come near it: 5,000
+// held chat events are ~2.5 MB.
+const DefaultMaxInFlightBytes = 32 << 20
+
 // KeyedSubscriberConfig configures a KeyedSubscriber. Zero values mean the
 // defaults given with each field.
 type KeyedSubscriberConfig struct {
@@ -39,7 +49,7 @@ type KeyedSubscriberConfig struct {
 	MaxInFlight int
 	// MaxInFlightBytes caps the bytes (key, value and headers) of the
 	// messages held, over all partitions, as MaxInFlight caps their count
-	// (default 64 MiB). A partition holds at most half of it, and a message
+	// (default DefaultMaxInFlightBytes). A partition holds at most half of it, and a message
 	// larger than half of it is charged half, so that it still gets in and
 	// never waits for good (see byteBudget).
 	MaxInFlightBytes int64
@@ -101,7 +111,7 @@ func (c *KeyedSubscriberConfig) setDefaults() {
 		c.MaxInFlightPerPartition = max(1, min(1000, c.MaxInFlight/2))
 	}
 	if c.MaxInFlightBytes == 0 {
-		c.MaxInFlightBytes = 64 << 20
+		c.MaxInFlightBytes = DefaultMaxInFlightBytes
 	}
 	if c.GroupLagInterval == 0 {
 		c.GroupLagInterval = 15 * time.Second

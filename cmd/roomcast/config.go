@@ -150,7 +150,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 				c.InFlightPerPartition, c.InFlight))
 		}
 	}
-	c.InFlightBytes = 64 << 20
+	c.InFlightBytes = consumers.DefaultMaxInFlightBytes
 	if v := get("KAFKA_MAX_IN_FLIGHT_BYTES", ""); v != "" {
 		n, err := parseByteSize(v)
 		if err != nil {
@@ -179,7 +179,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
 	c.EventMaxBytes = consumers.DefaultMaxEventBytes
 	if v := get("EVENT_MAX_BYTES", ""); v != "" {
-		n, err := parseBytes(v)
+		n, err := parseByteSize(v)
 		if err != nil || n > maxEventBytes {
 			errs = append(errs, fmt.Errorf("EVENT_MAX_BYTES: %q is not a size from 1 byte to 64 MiB (a byte count, or N KiB or N MiB)", v))
 		}
@@ -286,19 +286,3 @@ func validatePusher(p publishers.ClientConfig) error {
 // maxEventBytes bounds EVENT_MAX_BYTES: far above any chat event, below
 // what one Kafka request may carry.
 const maxEventBytes = 64 << 20
-
-// parseBytes reads a size: a positive byte count ("262144"), or a whole
-// number of KiB or MiB ("256KiB", "1 MiB"; the unit in any case).
-func parseBytes(s string) (int64, error) {
-	num, unit := s, int64(1)
-	for suffix, mult := range map[string]int64{"kib": 1 << 10, "mib": 1 << 20} {
-		if n := len(s) - len(suffix); n > 0 && strings.EqualFold(s[n:], suffix) {
-			num, unit = strings.TrimSpace(s[:n]), mult
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/unit {
-		return 0, fmt.Errorf("%q is not a positive size", s)
-	}
-	return n * unit, nil
-}

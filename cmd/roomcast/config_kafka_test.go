@@ -19,9 +19,9 @@ func TestConfigKafkaInFlightAndMembership(t *testing.T) {
 		id      string
 		wantErr string // the variable the error names
 	}{
-		{name: "defaults", perPart: 2500, total: 5000, bytes: 64 << 20},
-		{name: "a lower total lowers the default per partition", env: map[string]string{"KAFKA_MAX_IN_FLIGHT": "300"}, perPart: 150, total: 300, bytes: 64 << 20},
-		{name: "per partition set", env: map[string]string{"KAFKA_MAX_IN_FLIGHT_PER_PARTITION": "1"}, perPart: 1, total: 5000, bytes: 64 << 20},
+		{name: "defaults", perPart: 2500, total: 5000, bytes: 32 << 20},
+		{name: "a lower total lowers the default per partition", env: map[string]string{"KAFKA_MAX_IN_FLIGHT": "300"}, perPart: 150, total: 300, bytes: 32 << 20},
+		{name: "per partition set", env: map[string]string{"KAFKA_MAX_IN_FLIGHT_PER_PARTITION": "1"}, perPart: 1, total: 5000, bytes: 32 << 20},
 		{name: "per partition as much as the total", env: map[string]string{"KAFKA_MAX_IN_FLIGHT_PER_PARTITION": "5000"}, wantErr: "KAFKA_MAX_IN_FLIGHT_PER_PARTITION"},
 		{name: "total of one", env: map[string]string{"KAFKA_MAX_IN_FLIGHT": "1"}, wantErr: "KAFKA_MAX_IN_FLIGHT:"},
 		{name: "bytes in MiB", env: map[string]string{"KAFKA_MAX_IN_FLIGHT_BYTES": "16MiB"}, perPart: 2500, total: 5000, bytes: 16 << 20},
@@ -29,7 +29,7 @@ func TestConfigKafkaInFlightAndMembership(t *testing.T) {
 		{name: "bytes as a count", env: map[string]string{"KAFKA_MAX_IN_FLIGHT_BYTES": "1048576"}, perPart: 2500, total: 5000, bytes: 1 << 20},
 		{name: "bytes unreadable", env: map[string]string{"KAFKA_MAX_IN_FLIGHT_BYTES": "lots"}, wantErr: "KAFKA_MAX_IN_FLIGHT_BYTES"},
 		{name: "bytes zero", env: map[string]string{"KAFKA_MAX_IN_FLIGHT_BYTES": "0"}, wantErr: "KAFKA_MAX_IN_FLIGHT_BYTES"},
-		{name: "instance id", env: map[string]string{"KAFKA_GROUP_INSTANCE_ID": "roomcast-0"}, perPart: 2500, total: 5000, bytes: 64 << 20, id: "roomcast-0"},
+		{name: "instance id", env: map[string]string{"KAFKA_GROUP_INSTANCE_ID": "roomcast-0"}, perPart: 2500, total: 5000, bytes: 32 << 20, id: "roomcast-0"},
 		{name: "instance id with a slash", env: map[string]string{"KAFKA_GROUP_INSTANCE_ID": "ns/roomcast-0"}, wantErr: "KAFKA_GROUP_INSTANCE_ID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

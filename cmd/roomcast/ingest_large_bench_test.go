@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -131,6 +132,7 @@ func (st *ingestStack) runLarge(b *testing.B, name string, n int, valid bool) (f
 	if valid {
 		overrides["EVENT_MAX_BYTES"] = "2MiB"
 	}
+	maps.Copy(overrides, benchEnv(b)) // INGEST_BENCH_ENV, as for BenchmarkIngest
 
 	began := time.Now()
 	ids := produceLarge(b, st.kafka.Brokers(), topic, name, n, valid)
