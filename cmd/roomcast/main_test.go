@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -178,6 +179,41 @@ func (w *inprocWorker) stop() {
 func (w *inprocWorker) waitReady() {
 	w.t.Helper()
 	waitHTTPReady(w.t, w.addr, w.done, w.logs)
+}
+
+// runWorkerFor runs `roomcast run` with cfg in this process (runWorkerWith,
+// so that the test can reach the worker's registry and components) until t
+// ends, and returns it once /readyz answers 200, with its log.
+func runWorkerFor(t *testing.T, cfg Config) (*worker, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan *worker, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runWorkerWith(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), func(w *worker) { started <- w })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("worker: run returned %v\nlog tail:\n%s", err, logs.tail(40))
+			}
+		case <-time.After(45 * time.Second):
+			t.Errorf("worker did not stop within 45s")
+		}
+	})
+	var w *worker
+	select {
+	case w = <-started:
+	case err := <-done:
+		t.Fatalf("worker exited at start: %v\nlog tail:\n%s", err, logs.tail(40))
+	case <-time.After(60 * time.Second):
+		t.Fatalf("worker did not start within 60s\nlog tail:\n%s", logs.tail(40))
+	}
+	waitHTTPReady(t, w.addr, done, logs)
+	return w, logs
 }
 
 func waitHTTPReady(t *testing.T, addr string, done <-chan error, logs *syncBuffer) {

@@ -128,33 +128,7 @@ func proxiedWorker(t *testing.T, s *stack, dbURL string) (*worker, *syncBuffer, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan *worker, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runWorkerWith(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), func(w *worker) { started <- w })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("worker: run returned %v\nlog tail:\n%s", err, logs.tail(40))
-			}
-		case <-time.After(45 * time.Second):
-			t.Errorf("worker did not stop within 45s")
-		}
-	})
-	var w *worker
-	select {
-	case w = <-started:
-	case err := <-done:
-		t.Fatalf("worker exited at start: %v\nlog tail:\n%s", err, logs.tail(40))
-	case <-time.After(60 * time.Second):
-		t.Fatalf("worker did not start within 60s\nlog tail:\n%s", logs.tail(40))
-	}
-	waitHTTPReady(t, w.addr, done, logs)
+	w, logs := runWorkerFor(t, cfg)
 	return w, logs, proxy
 }
 
