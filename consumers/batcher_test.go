@@ -389,11 +389,19 @@ func (e *batchEnv) inTransaction(node string) int {
 
 func (e *batchEnv) countEvents() int {
 	e.t.Helper()
-	var n int64
-	if err := e.db.Raw(`SELECT count(*) FROM events`).Scan(&n).Error; err != nil {
+	n, err := e.tryCountEvents()
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	return int(n)
+	return n
+}
+
+// tryCountEvents is countEvents for a wait across a Postgres restart: the
+// pool's first query on a connection from before it fails.
+func (e *batchEnv) tryCountEvents() (int, error) {
+	var n int64
+	err := e.db.Raw(`SELECT count(*) FROM events`).Scan(&n).Error
+	return int(n), err
 }
 
 // batchWaitFor polls cond until it holds, or fails the test after timeout

@@ -152,8 +152,14 @@ func TestPostgresDownIsReportedInAFewLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted = true
+	// The test's own pooled connections died with the server: drop them.
+	if sqlDB, err := env.db.DB(); err == nil {
+		sqlDB.SetMaxIdleConns(0)
+		sqlDB.SetMaxIdleConns(2)
+	}
 	batchWaitFor(t, 120*time.Second, "everything projected and the retries cleared", func() bool {
-		return n.metric(t, "roomcast_events_retrying") == 0 && len(n.problems()) == 0 && env.countEvents() == len(records)
+		stored, err := env.tryCountEvents()
+		return err == nil && stored == len(records) && n.metric(t, "roomcast_events_retrying") == 0 && len(n.problems()) == 0
 	}, func() string {
 		return fmt.Sprintf("retrying %v, problems %q", n.metric(t, "roomcast_events_retrying"), n.problems())
 	})
