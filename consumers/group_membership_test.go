@@ -57,16 +57,8 @@ func subscribe(t *testing.T, sub *consumers.KeyedSubscriber, topic string) *sync
 // one without a rebalance, instead of waiting for the old one's session to
 // time out (60s here). The other member keeps its partition throughout.
 func TestKeyedSubscriberStaticMemberRestartsIntoItsPartitions(t *testing.T) {
-	brokers, topic := keyedTopic(t, 2)
-	produceKeyed(t, brokers, topic, keyedEvents(20, 200))
 	const group = "static-restart"
-	a := newKeyedSubscriber(t, brokers, group, membershipTweak("worker-a"))
-	wgA := subscribe(t, a, topic)
-	b := newKeyedSubscriber(t, brokers, group, membershipTweak("worker-b"))
-	wgB := subscribe(t, b, topic)
-	keyedWaitFor(t, 30*time.Second, "one partition each", func() bool {
-		return len(heldPartitions(a)) == 1 && len(heldPartitions(b)) == 1
-	})
+	brokers, topic, a, wgA, b, wgB := twoStaticMembers(t, group)
 	mine, theirs := heldPartitions(a), heldPartitions(b)
 
 	if err := a.Crash(); err != nil {
@@ -98,16 +90,8 @@ func TestKeyedSubscriberStaticMemberRestartsIntoItsPartitions(t *testing.T) {
 // does not, for static members): its partitions move to the other member
 // at once, not after its session timed out (60s here).
 func TestKeyedSubscriberStaticMemberLeavesOnStop(t *testing.T) {
-	brokers, topic := keyedTopic(t, 2)
-	produceKeyed(t, brokers, topic, keyedEvents(20, 200))
 	const group = "static-leave"
-	a := newKeyedSubscriber(t, brokers, group, membershipTweak("worker-a"))
-	wgA := subscribe(t, a, topic)
-	b := newKeyedSubscriber(t, brokers, group, membershipTweak("worker-b"))
-	wgB := subscribe(t, b, topic)
-	keyedWaitFor(t, 30*time.Second, "one partition each", func() bool {
-		return len(heldPartitions(a)) == 1 && len(heldPartitions(b)) == 1
-	})
+	_, _, a, wgA, b, wgB := twoStaticMembers(t, group)
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -162,4 +146,21 @@ func TestKeyedSubscriberStopsWhileItsJoinIsHeld(t *testing.T) {
 	}
 	t.Logf("Close returned %v after it was called, the join still held", time.Since(began).Round(time.Millisecond))
 	wgB.Wait()
+}
+
+// twoStaticMembers starts two static members ("worker-a" and "worker-b")
+// of group on a new two-partition topic with a backlog, and returns once
+// each holds one partition.
+func twoStaticMembers(t *testing.T, group string) (brokers []string, topic string, a *consumers.KeyedSubscriber, wgA *sync.WaitGroup, b *consumers.KeyedSubscriber, wgB *sync.WaitGroup) {
+	t.Helper()
+	brokers, topic = keyedTopic(t, 2)
+	produceKeyed(t, brokers, topic, keyedEvents(20, 200))
+	a = newKeyedSubscriber(t, brokers, group, membershipTweak("worker-a"))
+	wgA = subscribe(t, a, topic)
+	b = newKeyedSubscriber(t, brokers, group, membershipTweak("worker-b"))
+	wgB = subscribe(t, b, topic)
+	keyedWaitFor(t, 30*time.Second, "one partition each", func() bool {
+		return len(heldPartitions(a)) == 1 && len(heldPartitions(b)) == 1
+	})
+	return brokers, topic, a, wgA, b, wgB
 }
