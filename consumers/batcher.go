@@ -95,8 +95,8 @@ func NewBatcher(p BatchProjector, cfg BatcherConfig) *Batcher {
 // Project hands env to the next batch and waits until that batch has
 // committed (or failed). Its error is the event's own rejection (see
 // projections.Result) or the batch's transient failure.
-func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projections.Source) (projections.Outcome, error) {
-	req := &batchRequest{item: projections.Item{Env: env, Src: src}, ctx: ctx, gone: ctx.Done(), turn: turnFrom(ctx), done: make(chan batchAnswer, 1)}
+func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projections.Origin) (projections.Outcome, error) {
+	req := &batchRequest{item: projections.Item{Env: env, Origin: src}, ctx: ctx, gone: ctx.Done(), turn: turnFrom(ctx), done: make(chan batchAnswer, 1)}
 	// Hand it in without a three-way select when there is room (nearly
 	// always). Once stopped, an event handed in still gets its answer below.
 	select {

@@ -40,7 +40,7 @@ func TestBatchOverItsTimeoutFailsTransiently(t *testing.T) {
 	e := chattest.MessageCreated("r-held", "m-1", "hello")
 	answer := make(chan error, 1)
 	go func() {
-		_, err := b.Project(context.Background(), e.Envelope(t), projections.Source{Partition: -1})
+		_, err := b.Project(context.Background(), e.Envelope(t), projections.Origin{Partition: -1})
 		answer <- err
 	}()
 	select {
@@ -60,7 +60,7 @@ func TestBatchOverItsTimeoutFailsTransiently(t *testing.T) {
 	// Retried as the handler's retry would (a loaded machine may need more
 	// than one attempt): it commits once.
 	for attempt := 1; ; attempt++ {
-		o, err := b.Project(context.Background(), e.Envelope(t), projections.Source{Partition: -1})
+		o, err := b.Project(context.Background(), e.Envelope(t), projections.Origin{Partition: -1})
 		if err == nil {
 			if o != projections.Applied && (attempt == 1 || o != projections.Duplicate) {
 				t.Fatalf("retry %d: %v, want applied", attempt, o)

@@ -30,7 +30,7 @@ type flakyProjector struct {
 var errRefused = fmt.Errorf("project a batch of 1 events: failed to connect to `user=alice database=chat`: 10.0.0.5:5432 (db.internal): %w",
 	&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
 
-func (f *flakyProjector) Project(ctx context.Context, env domain.Envelope, src projections.Source) (projections.Outcome, error) {
+func (f *flakyProjector) Project(ctx context.Context, env domain.Envelope, src projections.Origin) (projections.Outcome, error) {
 	if env.ID == f.id {
 		f.mu.Lock()
 		f.attempts = append(f.attempts, time.Now())

@@ -26,7 +26,7 @@ type panickyProjector struct {
 	seen    []string
 }
 
-func (p *panickyProjector) Project(_ context.Context, env domain.Envelope, _ projections.Source) (projections.Outcome, error) {
+func (p *panickyProjector) Project(_ context.Context, env domain.Envelope, _ projections.Origin) (projections.Outcome, error) {
 	if env.Event.(domain.MessageCreated).MessageID == p.panicOn {
 		panic("bug in a projection")
 	}

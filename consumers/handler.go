@@ -19,7 +19,7 @@ import (
 // Projector is what the handler needs from the projection: project one
 // event in one transaction, durable when it returns nil.
 type Projector interface {
-	Project(ctx context.Context, env domain.Envelope, src projections.Source) (projections.Outcome, error)
+	Project(ctx context.Context, env domain.Envelope, src projections.Origin) (projections.Outcome, error)
 }
 
 // handler decodes one Kafka message and projects it.
@@ -42,7 +42,7 @@ func (h *handler) Handle(msg *message.Message) error {
 	if d.err != nil {
 		return d.err
 	}
-	src := projections.Source{Partition: -1}
+	src := projections.Origin{Partition: -1}
 	if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok {
 		src.Partition = p
 		src.Offset, _ = kafka.MessagePartitionOffsetFromCtx(msg.Context())

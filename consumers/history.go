@@ -21,7 +21,7 @@ func (c KafkaConfig) ClientConfig() *sarama.Config {
 // RedrivenHeader is the Kafka header `roomcast dlq redrive` puts on the
 // dead letters it sends back to the events topic, naming where it took them
 // from (topic/partition/offset). The worker and `replay kafka` apply such an
-// event as re-driven (projections.Source.Redriven): an edit only if it is
+// event as re-driven (projections.Origin.Redriven): an edit only if it is
 // not older than its message's current state.
 const RedrivenHeader = "redriven_from"
 

@@ -16,7 +16,7 @@ import (
 
 type nopProjector struct{}
 
-func (nopProjector) Project(context.Context, domain.Envelope, projections.Source) (projections.Outcome, error) {
+func (nopProjector) Project(context.Context, domain.Envelope, projections.Origin) (projections.Outcome, error) {
 	return projections.Applied, nil
 }
 

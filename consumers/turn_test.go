@@ -68,7 +68,7 @@ func submit(b *Batcher, id string, t *turn, out chan<- submitted) {
 		ctx = withTurn(ctx, t)
 	}
 	go func() {
-		_, err := b.Project(ctx, domain.Envelope{ID: id}, projections.Source{Partition: -1})
+		_, err := b.Project(ctx, domain.Envelope{ID: id}, projections.Origin{Partition: -1})
 		out <- submitted{id, err}
 	}()
 }

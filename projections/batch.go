@@ -20,8 +20,8 @@ import (
 
 // Item is one event of a batch and where it was read from.
 type Item struct {
-	Env domain.Envelope
-	Src Source
+	Env    domain.Envelope
+	Origin Origin
 }
 
 // Result is what projecting one item of a batch did. Err is set for an item
@@ -398,10 +398,10 @@ func (b *batch) record(tx *gorm.DB) error {
 				}
 				w.jsonb(b.data[i])
 				w.text(b.prints[i])
-				w.timestamptz(occurredAt(it.Env, it.Src))
-				if it.Src.Partition >= 0 {
-					w.int4(it.Src.Partition)
-					w.int8(it.Src.Offset)
+				w.timestamptz(occurredAt(it.Env, it.Origin))
+				if it.Origin.Partition >= 0 {
+					w.int4(it.Origin.Partition)
+					w.int8(it.Origin.Offset)
 				} else {
 					w.null()
 					w.null()

@@ -35,7 +35,7 @@ func BenchmarkProjectBatch(b *testing.B) {
 				rounds[n] = make([]projections.Item, events)
 				for i := range rounds[n] {
 					e := chattest.MessageCreated(fmt.Sprintf("room-%d", i%200), fmt.Sprintf("m-%d-%d", n, i), "hello from the benchmark")
-					rounds[n][i] = projections.Item{Env: e.Envelope(b), Src: projections.Source{Partition: -1}}
+					rounds[n][i] = projections.Item{Env: e.Envelope(b), Origin: projections.Origin{Partition: -1}}
 				}
 			}
 			b.ResetTimer()

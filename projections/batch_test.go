@@ -135,7 +135,7 @@ func checkBatchEqualsOneByOne(t *testing.T, seed uint64, envs []domain.Envelope)
 		end := min(len(envs), start+1+rng.IntN(60))
 		items := make([]projections.Item, 0, end-start)
 		for _, env := range envs[start:end] {
-			items = append(items, projections.Item{Env: env, Src: noKafka})
+			items = append(items, projections.Item{Env: env, Origin: noKafka})
 		}
 		results, err := batched.p.ProjectBatch(ctx, items)
 		if err != nil {
@@ -214,7 +214,7 @@ func TestConcurrentBatchesApplyAnEventOnce(t *testing.T) {
 	ctx := context.Background()
 	for round := range 20 {
 		e := chattest.UserNotification([]string{fmt.Sprintf("u-%d", round)}, "race")
-		items := []projections.Item{{Env: e.Envelope(t), Src: noKafka}}
+		items := []projections.Item{{Env: e.Envelope(t), Origin: noKafka}}
 		type res struct {
 			r   []projections.Result
 			err error
@@ -264,7 +264,7 @@ func TestBatchLosingTheRaceForAnIDFailsAndIsRetried(t *testing.T) {
 	race := func(name string) (e, other *chattest.Event, items []projections.Item, err error) {
 		e = chattest.MessageCreated("r-race", "m-race-"+name, "hello")
 		other = chattest.MessageCreated("r-race", "m-other-"+name, "first")
-		items = []projections.Item{{Env: other.Envelope(t), Src: noKafka}, {Env: e.Envelope(t), Src: noKafka}}
+		items = []projections.Item{{Env: other.Envelope(t), Origin: noKafka}, {Env: e.Envelope(t), Origin: noKafka}}
 		rival := f.db.Begin()
 		if err := rival.Exec(`INSERT INTO events (id, type, source, data, fingerprint, occurred_at) VALUES (?, ?, '/rival', '{}', 'rival', now())`,
 			e.ID, string(e.Type)).Error; err != nil {

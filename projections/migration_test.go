@@ -117,7 +117,7 @@ func TestBatchesReserveDeliveryIDs(t *testing.T) {
 		t.Helper()
 		items := make([]projections.Item, n)
 		for i := range items {
-			items[i] = projections.Item{Env: chattest.MessageCreated(room, next(), "hi").Envelope(t), Src: projections.Source{Partition: -1}}
+			items[i] = projections.Item{Env: chattest.MessageCreated(room, next(), "hi").Envelope(t), Origin: projections.Origin{Partition: -1}}
 		}
 		if _, err := f.p.ProjectBatch(ctx, items); err != nil {
 			t.Fatal(err)
@@ -164,7 +164,7 @@ func TestBatchesReserveDeliveryIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	items := []projections.Item{{Env: chattest.MessageCreated("r3", next(), "dry").Envelope(t), Src: projections.Source{Partition: -1}}}
+	items := []projections.Item{{Env: chattest.MessageCreated("r3", next(), "dry").Envelope(t), Origin: projections.Origin{Partition: -1}}}
 	if _, err := r.Project(ctx, items); err != nil {
 		t.Fatalf("dry-run replay with notify: %v", err)
 	}

@@ -52,10 +52,10 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
-// Source is where an event was read from. Partition is -1 when it did not
+// Origin is where an event was read from. Partition is -1 when it did not
 // come from Kafka; Timestamp is the Kafka timestamp, used as occurred_at
 // when the event has no CloudEvents time.
-type Source struct {
+type Origin struct {
 	Partition int32
 	Offset    int64
 	Timestamp time.Time
@@ -107,7 +107,7 @@ func (p *Projector) HandOffDeliveries(f func([]domain.Delivery) bool) { p.handof
 // cause after attemptsAlone tries) returns an error wrapping
 // domain.ErrUnstorable and records nothing. Any other error is transient:
 // nothing was committed.
-func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source) (Outcome, error) {
+func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Origin) (Outcome, error) {
 	for n := 1; ; n++ {
 		outcome, err := p.project(ctx, env, src)
 		if err == nil || errors.Is(err, domain.ErrUnknownMessage) {
@@ -124,7 +124,7 @@ func (p *Projector) Project(ctx context.Context, env domain.Envelope, src Source
 	}
 }
 
-func (p *Projector) project(ctx context.Context, env domain.Envelope, src Source) (Outcome, error) {
+func (p *Projector) project(ctx context.Context, env domain.Envelope, src Origin) (Outcome, error) {
 	start := time.Now()
 	data, fingerprint, err := canonicalData(env)
 	if err != nil {
@@ -518,7 +518,7 @@ func canonicalData(env domain.Envelope) (string, string, error) {
 
 // occurredAt is an event's occurred_at: its CloudEvents time, else the Kafka
 // timestamp, else now.
-func occurredAt(env domain.Envelope, src Source) time.Time {
+func occurredAt(env domain.Envelope, src Origin) time.Time {
 	for _, t := range []time.Time{env.Time, src.Timestamp} {
 		if !t.IsZero() {
 			return t.UTC()
@@ -553,7 +553,7 @@ func nullPartition(p int32) any {
 	return p
 }
 
-func nullOffset(src Source) any {
+func nullOffset(src Origin) any {
 	if src.Partition < 0 {
 		return nil
 	}

@@ -31,7 +31,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{t: t, url: url, db: db, p: projections.NewProjector(db, nil, nil), outbox: projections.NewOutbox(db)}
 }
 
-var noKafka = projections.Source{Partition: -1}
+var noKafka = projections.Origin{Partition: -1}
 
 func (f *fixture) project(e *chattest.Event) projections.Outcome {
 	f.t.Helper()
@@ -298,7 +298,7 @@ func TestDeleteRedactsMessageEventsAndPendingDeliveries(t *testing.T) {
 			for _, batch := range batches {
 				items := make([]projections.Item, len(batch))
 				for i, e := range batch {
-					items[i] = projections.Item{Env: e.Envelope(t), Src: noKafka}
+					items[i] = projections.Item{Env: e.Envelope(t), Origin: noKafka}
 				}
 				results, err := f.p.ProjectBatch(context.Background(), items)
 				if err != nil {
@@ -428,7 +428,7 @@ func TestOccurredAtFallsBackToKafkaTimestamp(t *testing.T) {
 	withTime := chattest.MemberJoined("r1", "u-1")
 	without := chattest.MemberJoined("r1", "u-2").NoTime()
 	for _, e := range []*chattest.Event{withTime, without} {
-		if _, err := f.p.Project(context.Background(), e.Envelope(t), projections.Source{Partition: 3, Offset: 42, Timestamp: kafkaTime}); err != nil {
+		if _, err := f.p.Project(context.Background(), e.Envelope(t), projections.Origin{Partition: 3, Offset: 42, Timestamp: kafkaTime}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -291,10 +291,10 @@ func (r *rebuilder) readChunk(db *gorm.DB, from, to int64) (*chunk, error) {
 	}
 	wg.Wait()
 	ch.items, ch.seqs = make([]Item, 0, len(raw)), make([]*int64, 0, len(raw))
-	noSource := Source{Partition: -1}
+	noOrigin := Origin{Partition: -1}
 	// An edit recorded without a seq was re-driven and too old, or met a
 	// deleted message: replayed as re-driven, it does as it did (redrive.go).
-	redriven := Source{Partition: -1, Redriven: true}
+	redriven := Origin{Partition: -1, Redriven: true}
 	for _, e := range raw {
 		if e.err != nil {
 			ch.counts.of(e.typ).Read++
@@ -302,11 +302,11 @@ func (r *rebuilder) readChunk(db *gorm.DB, from, to int64) (*chunk, error) {
 			ch.invalid = append(ch.invalid, Problem{EventID: e.id, Type: e.typ, Reason: e.err.Error()})
 			continue
 		}
-		src := noSource
+		src := noOrigin
 		if e.seq == nil && e.typ == string(domain.TypeMessageEdited) {
 			src = redriven
 		}
-		ch.items = append(ch.items, Item{Env: e.env, Src: src})
+		ch.items = append(ch.items, Item{Env: e.env, Origin: src})
 		ch.seqs = append(ch.seqs, e.seq)
 	}
 	return ch, nil

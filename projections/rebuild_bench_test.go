@@ -80,7 +80,7 @@ func BenchmarkRebuild(b *testing.B) {
 			flush()
 		}
 		inBatch[key] = true
-		batch = append(batch, projections.Item{Env: env, Src: projections.Source{Partition: -1}})
+		batch = append(batch, projections.Item{Env: env, Origin: projections.Origin{Partition: -1}})
 	}
 	flush()
 	var stored int64

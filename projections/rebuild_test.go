@@ -93,7 +93,7 @@ func projectLikeTheWorker(t *testing.T, p *projections.Projector, events []*chat
 			flush()
 		}
 		keys[key] = true
-		items = append(items, projections.Item{Env: env, Src: noKafka})
+		items = append(items, projections.Item{Env: env, Origin: noKafka})
 	}
 	flush()
 }
@@ -129,7 +129,7 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 				end := min(len(events), start+1+rng.IntN(60))
 				items := make([]projections.Item, 0, end-start)
 				for _, e := range events[start:end] {
-					items = append(items, projections.Item{Env: e.Envelope(t), Src: noKafka})
+					items = append(items, projections.Item{Env: e.Envelope(t), Origin: noKafka})
 				}
 				if _, err := f.p.ProjectBatch(t.Context(), items); err != nil {
 					t.Fatal(err)

@@ -39,7 +39,7 @@ import (
 // if so lists it among the events carrying the message's text.
 func (b *batch) staleRedrive(i int, e domain.RoomEvent) bool {
 	edit, ok := e.(domain.MessageEdited)
-	if !ok || !b.items[i].Src.Redriven {
+	if !ok || !b.items[i].Origin.Redriven {
 		return false
 	}
 	m := b.msgs[edit.MessageID]
@@ -60,7 +60,7 @@ func (b *batch) loadRedriven(tx *gorm.DB) error {
 	var ids []string
 	seen := map[string]bool{}
 	for i, it := range b.items {
-		if e, ok := it.Env.Event.(domain.MessageEdited); ok && it.Src.Redriven && b.valid[i] && !seen[e.MessageID] {
+		if e, ok := it.Env.Event.(domain.MessageEdited); ok && it.Origin.Redriven && b.valid[i] && !seen[e.MessageID] {
 			if m := b.msgs[e.MessageID]; m != nil && m.existed {
 				seen[e.MessageID] = true
 				ids = append(ids, e.MessageID)

@@ -10,7 +10,7 @@ import (
 	"github.com/roomcast/roomcast/projections"
 )
 
-var redriven = projections.Source{Partition: -1, Redriven: true}
+var redriven = projections.Origin{Partition: -1, Redriven: true}
 
 func (f *fixture) batch(items ...projections.Item) []projections.Outcome {
 	f.t.Helper()
@@ -39,8 +39,8 @@ func TestRedrivenEditNeverMovesTextBackwards(t *testing.T) {
 		return e.With("editedAt", domain.FormatTime(ts))
 	}
 	base := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
-	item := func(e *chattest.Event, src projections.Source) projections.Item {
-		return projections.Item{Env: e.Envelope(t), Src: src}
+	item := func(e *chattest.Event, src projections.Origin) projections.Item {
+		return projections.Item{Env: e.Envelope(t), Origin: src}
 	}
 	created := chattest.MessageCreated("r1", "m1", "original").With("createdAt", domain.FormatTime(base))
 	f.batch(item(created, noKafka))

@@ -28,7 +28,7 @@ func hostile(t *testing.T, e *chattest.Event, extra string) domain.Envelope {
 func items(envs ...domain.Envelope) []projections.Item {
 	out := make([]projections.Item, len(envs))
 	for i, env := range envs {
-		out[i] = projections.Item{Env: env, Src: noKafka}
+		out[i] = projections.Item{Env: env, Origin: noKafka}
 	}
 	return out
 }

@@ -27,7 +27,7 @@ const (
 	waitLimit = 20 * time.Second
 )
 
-var noKafka = projections.Source{Partition: -1}
+var noKafka = projections.Origin{Partition: -1}
 
 // fixture is one test's stack: a fresh database with the migrations applied,
 // the projector, the outbox, a fake Pusher, the real pusher-http-go client

@@ -69,7 +69,7 @@ func (f *fixture) projectBatch(es ...*chattest.Event) {
 	f.t.Helper()
 	items := make([]projections.Item, len(es))
 	for i, e := range es {
-		items[i] = projections.Item{Env: e.Envelope(f.t), Src: noKafka}
+		items[i] = projections.Item{Env: e.Envelope(f.t), Origin: noKafka}
 	}
 	results, err := f.projector.ProjectBatch(f.t.Context(), items)
 	if err != nil {
@@ -297,7 +297,7 @@ func TestDispatcherReadsOnWhileTheOutboxHasMore(t *testing.T) {
 	var items []projections.Item
 	for r := range rooms {
 		for i := range perRoom {
-			items = append(items, projections.Item{Env: chattest.MessageCreated(fmt.Sprintf("room-%d", r), fmt.Sprintf("m-%d-%d", r, i), "hi").Envelope(t), Src: noKafka})
+			items = append(items, projections.Item{Env: chattest.MessageCreated(fmt.Sprintf("room-%d", r), fmt.Sprintf("m-%d-%d", r, i), "hi").Envelope(t), Origin: noKafka})
 		}
 	}
 	if _, err := other.ProjectBatch(t.Context(), items); err != nil {

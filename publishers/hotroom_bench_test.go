@@ -44,7 +44,7 @@ func BenchmarkDispatcherHotRoom(b *testing.B) {
 		project := func(es ...*chattest.Event) {
 			items := make([]projections.Item, len(es))
 			for j, e := range es {
-				items[j] = projections.Item{Env: e.Envelope(b), Src: projections.Source{Partition: -1}}
+				items[j] = projections.Item{Env: e.Envelope(b), Origin: projections.Origin{Partition: -1}}
 			}
 			res, err := projector.ProjectBatch(ctx, items)
 			if err == nil {

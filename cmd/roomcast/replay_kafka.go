@@ -209,7 +209,7 @@ func (rk *kafkaReplay) batch(ctx context.Context, msgs []*sarama.ConsumerMessage
 			deadLetter(m, id, typ, err.Error())
 			continue
 		}
-		items = append(items, projections.Item{Env: env, Src: projections.Source{Partition: m.Partition, Offset: m.Offset, Timestamp: m.Timestamp,
+		items = append(items, projections.Item{Env: env, Origin: projections.Origin{Partition: m.Partition, Offset: m.Offset, Timestamp: m.Timestamp,
 			Redriven: hasHeader(m, consumers.RedrivenHeader)}})
 		origin = append(origin, m)
 	}
