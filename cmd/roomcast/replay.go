@@ -14,7 +14,6 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 )
 
@@ -45,22 +44,8 @@ func runReplay(ctx context.Context, args []string, env Getenv, stdout, stderr io
 
 // openCheckedDB opens the database and refuses one whose migrations are behind.
 func openCheckedDB(ctx context.Context, cfg Config) (*gorm.DB, error) {
-	db, err := projections.Open(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
-	if err != nil {
-		return nil, err
-	}
-	sqlDB, err := projections.SQL(db)
-	if err == nil {
-		var m *migrations.Migrator
-		if m, err = migrations.New(sqlDB); err == nil {
-			err = m.Check(ctx)
-		}
-	}
-	if err != nil {
-		_ = projections.Close(db)
-		return nil, err
-	}
-	return db, nil
+	db, _, err := projections.OpenChecked(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
+	return db, err
 }
 
 func runReplayRebuild(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {

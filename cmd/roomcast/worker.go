@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/roomcast/roomcast/consumers"
-	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 	"github.com/roomcast/roomcast/publishers"
 )
@@ -27,22 +26,11 @@ func runWorker(ctx context.Context, cfg Config, log *slog.Logger) error {
 func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started func(*worker)) error {
 	log.Info("roomcast starting", slog.Any("brokers", cfg.Kafka.Brokers), slog.String("topic", cfg.Topic),
 		slog.String("group", cfg.ConsumerGroup), slog.String("http_addr", cfg.HTTPAddr))
-	db, err := projections.Open(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
+	db, migrator, err := projections.OpenChecked(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = projections.Close(db) }()
-	sqlDB, err := projections.SQL(db)
-	if err != nil {
-		return err
-	}
-	migrator, err := migrations.New(sqlDB)
-	if err != nil {
-		return err
-	}
-	if err := migrator.Check(ctx); err != nil {
-		return fmt.Errorf("refusing to start: %w", err)
-	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
