@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/roomcast/roomcast/config"
 )
 
 // The consumer's in-flight bounds and group membership: one partition
@@ -37,7 +39,7 @@ func TestConfigKafkaInFlightAndMembership(t *testing.T) {
 			for k, v := range tc.env {
 				env[k] = v
 			}
-			cfg, err := loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+			cfg, err := config.Load(envOf(env), config.Kafka, config.Database, config.Pusher, config.HTTP)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one naming %s", err, tc.wantErr)

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/config"
 )
 
 func TestConfigProjectionTimeout(t *testing.T) {
@@ -13,7 +15,7 @@ func TestConfigProjectionTimeout(t *testing.T) {
 		if value != "" {
 			env["PROJECTION_TIMEOUT"] = value
 		}
-		cfg, err := loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+		cfg, err := config.Load(envOf(env), config.Kafka, config.Database, config.Pusher, config.HTTP)
 		if err != nil {
 			t.Fatalf("PROJECTION_TIMEOUT=%q: %v", value, err)
 		}
@@ -24,7 +26,7 @@ func TestConfigProjectionTimeout(t *testing.T) {
 	for _, value := range []string{"soon", "0s", "-5s", "30"} {
 		env := validRunEnv(t)
 		env["PROJECTION_TIMEOUT"] = value
-		if _, err := loadConfig(envOf(env), "kafka", "database", "pusher", "http"); err == nil || !strings.Contains(err.Error(), "PROJECTION_TIMEOUT: ") {
+		if _, err := config.Load(envOf(env), config.Kafka, config.Database, config.Pusher, config.HTTP); err == nil || !strings.Contains(err.Error(), "PROJECTION_TIMEOUT: ") {
 			t.Errorf("PROJECTION_TIMEOUT=%q: %v, want an error naming the variable", value, err)
 		}
 	}

@@ -11,16 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/IBM/sarama"
 
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/testsupport"
 )
 
-func envOf(m map[string]string) Getenv { return func(name string) string { return m[name] } }
+func envOf(m map[string]string) config.Getenv { return func(name string) string { return m[name] } }
 
 // runQuick runs a command that must end on its own within timeout.
-func runQuick(t *testing.T, timeout time.Duration, args []string, env Getenv, stdin io.Reader) (string, string, error) {
+func runQuick(t *testing.T, timeout time.Duration, args []string, env config.Getenv, stdin io.Reader) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
@@ -372,7 +374,7 @@ func TestConfigDeliveryRetention(t *testing.T) {
 		if value != "" {
 			env["DELIVERY_RETENTION"] = value
 		}
-		cfg, err := loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+		cfg, err := config.Load(envOf(env), config.Kafka, config.Database, config.Pusher, config.HTTP)
 		if err != nil {
 			t.Fatalf("DELIVERY_RETENTION=%q: %v", value, err)
 		}
@@ -386,12 +388,12 @@ func TestConfigDeliveryRetention(t *testing.T) {
 // Each has its default, and a bad value is named in the error.
 func TestConfigEventMaxBytesAndStallAfter(t *testing.T) {
 	t.Parallel()
-	load := func(name, value string) (Config, error) {
+	load := func(name, value string) (config.Config, error) {
 		env := validRunEnv(t)
 		if value != "" {
 			env[name] = value
 		}
-		return loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+		return config.Load(envOf(env), config.Kafka, config.Database, config.Pusher, config.HTTP)
 	}
 	for value, want := range map[string]int{"": 262144, "1000": 1000, "256KiB": 262144, "512 kib": 524288, "1MiB": 1 << 20, "64 MiB": 64 << 20} {
 		cfg, err := load("EVENT_MAX_BYTES", value)
@@ -455,7 +457,7 @@ func TestConfigRefusesCleartextCredentials(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			env := maps.Clone(base)
 			maps.Copy(env, c.env)
-			_, err := loadConfig(envOf(env), "kafka", "database", "pusher", "http")
+			_, err := config.Load(envOf(env), config.Kafka, config.Database, config.Pusher, config.HTTP)
 			switch {
 			case len(c.want) == 0 && err != nil:
 				t.Errorf("refused: %v", err)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -33,10 +35,10 @@ func (f *findings) add(format string, args ...any) { *f = append(*f, fmt.Sprintf
 // deployableCommands are the commands a deployment runs, each with what
 // main.go's run asks loadConfig to validate for it. (Other commands, dev
 // above all, start things and are no business of a deployment.)
-var deployableCommands = map[string][]string{
-	"run":         {"kafka", "database", "pusher", "http"},
-	"migrate":     {"database"},
-	"healthcheck": {"http"},
+var deployableCommands = map[string][]config.Need{
+	"run":         {config.Kafka, config.Database, config.Pusher, config.HTTP},
+	"migrate":     {config.Database},
+	"healthcheck": {config.HTTP},
 }
 
 // secretSettings are settings whose values are credentials (config.go never
@@ -108,21 +110,21 @@ func (f *codeFacts) command(args []string) (map[string]bool, error) {
 }
 
 // config loads the configuration the command args would run with in env.
-func (f *codeFacts) config(args []string, env map[string]string) (Config, error) {
+func (f *codeFacts) config(args []string, env map[string]string) (config.Config, error) {
 	if len(args) == 0 {
-		return Config{}, errors.New("no roomcast command")
+		return config.Config{}, errors.New("no roomcast command")
 	}
-	return loadConfig(func(name string) string { return env[name] }, deployableCommands[args[0]]...)
+	return config.Load(func(name string) string { return env[name] }, deployableCommands[args[0]]...)
 }
 
 // checkEnv checks an environment given to `roomcast args`: every name is a
 // setting the command reads, and together they make a valid configuration,
 // which it returns.
-func (f *codeFacts) checkEnv(where string, args []string, env map[string]string, fs *findings) (Config, bool) {
+func (f *codeFacts) checkEnv(where string, args []string, env map[string]string, fs *findings) (config.Config, bool) {
 	reads, err := f.command(args)
 	if err != nil {
 		fs.add("%s: %v", where, err)
-		return Config{}, false
+		return config.Config{}, false
 	}
 	for _, name := range slices.Sorted(maps.Keys(env)) {
 		if !reads[name] {
@@ -132,13 +134,13 @@ func (f *codeFacts) checkEnv(where string, args []string, env map[string]string,
 	cfg, err := f.config(args, env)
 	if err != nil {
 		fs.add("%s: the environment it gives `roomcast %s` is rejected: %v", where, strings.Join(args, " "), err)
-		return Config{}, false
+		return config.Config{}, false
 	}
 	return cfg, true
 }
 
 // httpPort is the port HTTP_ADDR of cfg listens on.
-func httpPort(cfg Config) int {
+func httpPort(cfg config.Config) int {
 	_, port, err := net.SplitHostPort(cfg.HTTPAddr)
 	if err != nil {
 		return -1
@@ -257,7 +259,7 @@ func newMetricFacts(reg *prometheus.Registry) (*metricFacts, error) {
 func newDeploymentFacts(t *testing.T) *codeFacts {
 	t.Helper()
 	s := newStack(t)
-	cfg, err := loadConfig(s.getenv(map[string]string{"HTTP_ADDR": "127.0.0.1:0"}), deployableCommands["run"]...)
+	cfg, err := config.Load(s.getenv(map[string]string{"HTTP_ADDR": "127.0.0.1:0"}), deployableCommands["run"]...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/coreos/go-systemd/v22/unit"
@@ -159,7 +161,7 @@ func checkDockerfile(f *codeFacts, root string) findings {
 			}
 		}
 	}
-	cfg, err := loadConfig(func(name string) string { return img.env[name] })
+	cfg, err := config.Load(func(name string) string { return img.env[name] })
 	if err != nil {
 		fs.add("%s: ENV: %v", where, err)
 	} else if port := strconv.Itoa(httpPort(cfg)); !slices.ContainsFunc(img.exposed, func(p string) bool { return strings.TrimSuffix(p, "/tcp") == port }) {
@@ -522,7 +524,7 @@ func checkSystemd(f *codeFacts, root string) findings {
 		return fs
 	}
 	commands = append(commands, start[0])
-	var cfg Config
+	var cfg config.Config
 	ok := false
 	for i, line := range commands {
 		fields := strings.Fields(strings.TrimLeft(line, "-@:+!"))

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -189,7 +191,7 @@ func (ks *kubeSet) check(f *codeFacts, fs *findings, alerts map[string]string) {
 		}
 	}
 	var worker *appsv1.Deployment
-	var workerCfg Config
+	var workerCfg config.Config
 	var workerContainer *corev1.Container
 	for _, d := range ks.deployments {
 		c := containerRunning(&d.Spec.Template.Spec, "run")
@@ -257,7 +259,7 @@ func selects(sel *metav1.LabelSelector, set labels.Set) bool {
 
 // checkWorker checks the Deployment running `roomcast run` and returns the
 // configuration it gives roomcast.
-func (ks *kubeSet) checkWorker(f *codeFacts, d *appsv1.Deployment, c *corev1.Container, fs *findings) (Config, bool) {
+func (ks *kubeSet) checkWorker(f *codeFacts, d *appsv1.Deployment, c *corev1.Container, fs *findings) (config.Config, bool) {
 	at := fmt.Sprintf("%s: Deployment %s", ks.where, d.Name)
 	pod := &d.Spec.Template.Spec
 	cfg, ok := ks.checkContainer(f, at, pod, c, fs)
@@ -347,7 +349,7 @@ func containerPort(c *corev1.Container, p intstr.IntOrString) int {
 // checkContainer checks what every roomcast container shares: a real
 // command, an environment of real settings with the secrets from a Secret,
 // a locked-down security context, resource requests and limits.
-func (ks *kubeSet) checkContainer(f *codeFacts, at string, pod *corev1.PodSpec, c *corev1.Container, fs *findings) (Config, bool) {
+func (ks *kubeSet) checkContainer(f *codeFacts, at string, pod *corev1.PodSpec, c *corev1.Container, fs *findings) (config.Config, bool) {
 	at = fmt.Sprintf("%s container %s", at, c.Name)
 	if len(c.Command) > 0 && !slices.Equal(c.Command, []string{"/roomcast"}) {
 		fs.add("%s: command %v replaces the image's entrypoint /roomcast", at, c.Command)

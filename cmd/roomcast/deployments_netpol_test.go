@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/jackc/pgx/v5/pgconn"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +30,7 @@ type wantedPort struct {
 
 // egressPorts lists what cfg makes `roomcast run` (kafka, pusher) or
 // `roomcast migrate` call.
-func egressPorts(cfg Config, kafka, pusher bool) []wantedPort {
+func egressPorts(cfg config.Config, kafka, pusher bool) []wantedPort {
 	want := []wantedPort{{"DNS", 53, corev1.ProtocolUDP}, {"DNS", 53, corev1.ProtocolTCP}}
 	if pc, err := pgconn.ParseConfig(cfg.DatabaseURL); err == nil {
 		want = append(want, wantedPort{"Postgres (DATABASE_URL)", int(pc.Port), corev1.ProtocolTCP})

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/IBM/sarama"
 
 	"github.com/roomcast/roomcast/internal/fakepusher"
@@ -24,7 +26,7 @@ import (
 // .roomcast/; Postgres is DATABASE_URL or a throwaway cluster under
 // .roomcast/; Pusher is the real one when PUSHER_APP_ID, PUSHER_KEY and
 // PUSHER_SECRET are set, otherwise a local capture that prints each event.
-func runDev(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
+func runDev(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	dir := fs.String("dir", ".roomcast", "where the dev stack keeps its data")
@@ -43,7 +45,7 @@ func runDev(ctx context.Context, args []string, env Getenv, stdout, stderr io.Wr
 	if err := os.MkdirAll(absDir, 0o755); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
-	logCfg, err := loadConfig(env)
+	logCfg, err := config.Load(env)
 	if err != nil {
 		return err
 	}
@@ -114,12 +116,12 @@ func runDev(ctx context.Context, args []string, env Getenv, stdout, stderr io.Wr
 		overrides["PUSHER_HOST"], overrides["PUSHER_USE_TLS"], overrides["PUSHER_CLUSTER"] = capture.Host(), "false", ""
 		pusherWhere = "a local capture of the Pusher API at " + capture.URL() + " (its events are printed below)"
 	}
-	cfg, err := loadConfig(func(name string) string {
+	cfg, err := config.Load(func(name string) string {
 		if v, ok := overrides[name]; ok {
 			return v
 		}
 		return env(name)
-	}, "kafka", "database", "pusher", "http")
+	}, config.Kafka, config.Database, config.Pusher, config.HTTP)
 	if err != nil {
 		return err
 	}
@@ -145,7 +147,7 @@ func runDev(ctx context.Context, args []string, env Getenv, stdout, stderr io.Wr
 	})
 }
 
-func produceSample(cfg Config) (int, error) {
+func produceSample(cfg config.Config) (int, error) {
 	producer, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, cfg.Kafka.ProducerConfig())
 	if err != nil {
 		return 0, err
@@ -163,7 +165,7 @@ func produceSample(cfg Config) (int, error) {
 	return len(msgs), producer.SendMessages(msgs)
 }
 
-func envOr(env Getenv, name, def string) string {
+func envOr(env config.Getenv, name, def string) string {
 	if v := env(name); v != "" {
 		return v
 	}

@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/IBM/sarama"
 
 	"github.com/roomcast/roomcast/consumers"
@@ -22,7 +24,7 @@ const dlqUsage = `dlq list [-reason TEXT] [-id ID,...]
   or   dlq redrive (-id ID,... | -reason TEXT | -all) [-dry-run]`
 
 // runDLQ is `roomcast dlq list|redrive`.
-func runDLQ(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
+func runDLQ(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: dlq needs list or redrive: %s", errUsage, dlqUsage)
 	}
@@ -117,7 +119,7 @@ func (f *dlqFilter) flags(fs *flag.FlagSet) {
 
 // readDLQ reads the whole dead-letter topic, oldest first, up to its
 // high-water mark at start, with a group-less consumer.
-func readDLQ(ctx context.Context, cfg Config) ([]deadLetter, error) {
+func readDLQ(ctx context.Context, cfg config.Config) ([]deadLetter, error) {
 	hist, err := consumers.OpenHistory(consumers.HistoryConfig{Kafka: cfg.Kafka, Topic: cfg.DLQTopic, IdleTimeout: 2 * time.Second})
 	if err != nil {
 		return nil, err
@@ -133,7 +135,7 @@ func readDLQ(ctx context.Context, cfg Config) ([]deadLetter, error) {
 	return out, err
 }
 
-func runDLQList(ctx context.Context, args []string, env Getenv, stdout io.Writer) error {
+func runDLQList(ctx context.Context, args []string, env config.Getenv, stdout io.Writer) error {
 	fs := flag.NewFlagSet("dlq list", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var f dlqFilter
@@ -142,7 +144,7 @@ func runDLQList(ctx context.Context, args []string, env Getenv, stdout io.Writer
 		return fmt.Errorf("%w: dlq list: %v %s: %s", errUsage, err, strings.Join(fs.Args(), " "), dlqUsage)
 	}
 	f.all = len(f.ids) == 0 && f.reason == ""
-	cfg, err := loadConfig(env, "kafka")
+	cfg, err := config.Load(env, config.Kafka)
 	if err != nil {
 		return err
 	}
@@ -165,7 +167,7 @@ func runDLQList(ctx context.Context, args []string, env Getenv, stdout io.Writer
 	return nil
 }
 
-func runDLQRedrive(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
+func runDLQRedrive(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dlq redrive", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var f dlqFilter
@@ -178,7 +180,7 @@ func runDLQRedrive(ctx context.Context, args []string, env Getenv, stdout, stder
 	if !f.all && len(f.ids) == 0 && f.reason == "" {
 		return fmt.Errorf("%w: dlq redrive needs -id, -reason or -all: %s", errUsage, dlqUsage)
 	}
-	cfg, err := loadConfig(env, "kafka", "database")
+	cfg, err := config.Load(env, config.Kafka, config.Database)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/IBM/sarama"
 
 	"github.com/roomcast/roomcast/domain"
@@ -19,7 +21,7 @@ import (
 
 // runEmit is `roomcast emit`: CloudEvents JSON lines on stdin to Kafka, keyed
 // by domain.PartitionKey and partitioned with murmur2 like the Java client.
-func runEmit(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout io.Writer) error {
+func runEmit(ctx context.Context, args []string, env config.Getenv, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("emit", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	brokers := fs.String("brokers", "", "comma-separated bootstrap servers (default $KAFKA_BROKERS)")
@@ -31,7 +33,7 @@ func runEmit(ctx context.Context, args []string, env Getenv, stdin io.Reader, st
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: emit reads stdin and takes no arguments, got %q", errUsage, fs.Args())
 	}
-	cfg, err := loadConfig(func(name string) string {
+	cfg, err := config.Load(func(name string) string {
 		switch {
 		case name == "KAFKA_BROKERS" && *brokers != "":
 			return *brokers
@@ -39,7 +41,7 @@ func runEmit(ctx context.Context, args []string, env Getenv, stdin io.Reader, st
 			return *topic
 		}
 		return env(name)
-	}, "kafka")
+	}, config.Kafka)
 	if err != nil {
 		return err
 	}

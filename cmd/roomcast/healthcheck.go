@@ -9,13 +9,15 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/roomcast/roomcast/config"
 )
 
 // runHealthcheck is `roomcast healthcheck`: it asks the `roomcast run` of this
 // machine, at HTTP_ADDR, for GET /healthz (or /readyz with -ready) and fails
 // unless the answer is 200. It gives the container image, which has no shell
 // and no curl, a Docker HEALTHCHECK.
-func runHealthcheck(ctx context.Context, args []string, env Getenv, stdout io.Writer) error {
+func runHealthcheck(ctx context.Context, args []string, env config.Getenv, stdout io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	ready := fs.Bool("ready", false, "ask /readyz instead of /healthz")
@@ -23,7 +25,7 @@ func runHealthcheck(ctx context.Context, args []string, env Getenv, stdout io.Wr
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return fmt.Errorf("%w: healthcheck takes only -ready and -timeout", errUsage)
 	}
-	cfg, err := loadConfig(env, "http")
+	cfg, err := config.Load(env, config.HTTP)
 	if err != nil {
 		return err
 	}

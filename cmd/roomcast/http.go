@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -85,7 +87,7 @@ func (w *worker) ready(rw http.ResponseWriter, _ *http.Request) {
 // its migrations are current, Kafka answers and knows the topic, the
 // consumer runs, and whatever the consumer and the dispatcher report as
 // stalled or refused (their Problems).
-func newWorkerReadiness(cfg Config, log *slog.Logger, db *gorm.DB, migrator *migrations.Migrator,
+func newWorkerReadiness(cfg config.Config, log *slog.Logger, db *gorm.DB, migrator *migrations.Migrator,
 	probe *consumers.Probe, consumer *consumers.Consumer, dispatcher *publishers.Dispatcher) *readiness {
 	postgres := &readinessCheck{name: "postgres", probe: func(ctx context.Context) (string, error) {
 		if err := projections.Ping(ctx, db); err != nil {

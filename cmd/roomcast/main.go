@@ -14,6 +14,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/roomcast/roomcast/config"
 )
 
 const usage = `roomcast: chat events from Kafka into Postgres and out to Pusher
@@ -72,7 +74,7 @@ const (
 	defaultGOGC       = 200
 )
 
-func tuneGC(getenv Getenv) {
+func tuneGC(getenv config.Getenv) {
 	if getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultGOMEMLIMIT)
 	}
@@ -83,7 +85,7 @@ func tuneGC(getenv Getenv) {
 
 // run executes one roomcast command. It returns when the command is done or
 // ctx ends.
-func run(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, env config.Getenv, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: no command", errUsage)
 	}
@@ -97,13 +99,13 @@ func run(ctx context.Context, args []string, env Getenv, stdin io.Reader, stdout
 	return err
 }
 
-func runCommand(ctx context.Context, cmd string, rest []string, env Getenv, stdin io.Reader, stdout, stderr io.Writer) error {
+func runCommand(ctx context.Context, cmd string, rest []string, env config.Getenv, stdin io.Reader, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "run":
 		if err := noArguments(cmd, rest); err != nil {
 			return err
 		}
-		cfg, err := loadConfig(env, "kafka", "database", "pusher", "http")
+		cfg, err := config.Load(env, config.Kafka, config.Database, config.Pusher, config.HTTP)
 		if err != nil {
 			return err
 		}
@@ -176,7 +178,7 @@ func commandUsage(cmd string) string {
 	return "Usage:\n" + strings.Join(lines, "\n") + "\n\nConfiguration comes from the environment; see README.md.\n"
 }
 
-func newLogger(cfg Config, w io.Writer) *slog.Logger {
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -104,7 +106,7 @@ func newStackOn(t *testing.T, k testsupport.KafkaEnv) *stack {
 	return s
 }
 
-func (s *stack) getenv(overrides map[string]string) Getenv {
+func (s *stack) getenv(overrides map[string]string) config.Getenv {
 	return func(name string) string {
 		if v, ok := overrides[name]; ok {
 			return v
@@ -184,7 +186,7 @@ func (w *inprocWorker) waitReady() {
 // runWorkerFor runs `roomcast run` with cfg in this process (runWorkerWith,
 // so that the test can reach the worker's registry and components) until t
 // ends, and returns it once /readyz answers 200, with its log.
-func runWorkerFor(t *testing.T, cfg Config) (*worker, *syncBuffer) {
+func runWorkerFor(t *testing.T, cfg config.Config) (*worker, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 )
@@ -18,7 +20,7 @@ import (
 const dropTablesFlag = "yes-drop-tables"
 
 // runMigrate is `roomcast migrate [up|down|status] [-yes-drop-tables]`.
-func runMigrate(ctx context.Context, args []string, env Getenv, stdout io.Writer) error {
+func runMigrate(ctx context.Context, args []string, env config.Getenv, stdout io.Writer) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	dropTables := fs.Bool(dropTablesFlag, false, "let `migrate down` roll back a migration that drops tables, and their data")
@@ -40,7 +42,7 @@ func runMigrate(ctx context.Context, args []string, env Getenv, stdout io.Writer
 	if *dropTables && action != "down" {
 		return fmt.Errorf("%w: -%s goes with migrate down only", errUsage, dropTablesFlag)
 	}
-	cfg, err := loadConfig(env, "database")
+	cfg, err := config.Load(env, config.Database)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/IBM/sarama"
 
 	"github.com/roomcast/roomcast/internal/chattest"
@@ -67,7 +69,7 @@ func BenchmarkPipeline(b *testing.B) {
 			"PUSHER_APP_ID": "bench", "PUSHER_KEY": "bench-key", "PUSHER_SECRET": "bench-secret",
 			"PUSHER_HOST": pusher.Host(), "PUSHER_USE_TLS": "false", "HTTP_ADDR": "127.0.0.1:0",
 		}
-		cfg, err := loadConfig(func(k string) string { return env[k] }, "kafka", "database", "pusher", "http")
+		cfg, err := config.Load(func(k string) string { return env[k] }, config.Kafka, config.Database, config.Pusher, config.HTTP)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/roomcast/roomcast/config"
 )
 
 // problemSource is a component that knows why events are not progressing
@@ -238,7 +240,7 @@ func (r *readiness) shortLine(p string) string {
 // secretsOf lists what must never reach a log line: the database URL and
 // its password (raw and URL-encoded), the Kafka SASL password, the Pusher
 // secret.
-func secretsOf(cfg Config) []string {
+func secretsOf(cfg config.Config) []string {
 	out := []string{cfg.DatabaseURL, cfg.Kafka.SASLPassword, cfg.Pusher.Secret}
 	if u, err := url.Parse(cfg.DatabaseURL); err == nil && u.User != nil {
 		if pw, ok := u.User.Password(); ok {

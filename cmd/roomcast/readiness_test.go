@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/roomcast/roomcast/publishers"
 )
 
@@ -124,7 +126,7 @@ func proxiedWorker(t *testing.T, s *stack, dbURL string) (*worker, *syncBuffer, 
 	}
 	proxy := startTCPProxy(t, u.Host)
 	u.Host = proxy.addr()
-	cfg, err := loadConfig(s.getenv(map[string]string{"DATABASE_URL": u.String(), "HTTP_ADDR": "127.0.0.1:0"}), "kafka", "database", "pusher", "http")
+	cfg, err := config.Load(s.getenv(map[string]string{"DATABASE_URL": u.String(), "HTTP_ADDR": "127.0.0.1:0"}), config.Kafka, config.Database, config.Pusher, config.HTTP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +277,7 @@ func (s *stalls) set(lines ...string) {
 // ready again; a check that fails is reported with its start time.
 func TestReadinessComponentProblems(t *testing.T) {
 	t.Parallel()
-	cfg := Config{DatabaseURL: "postgres://u:hunter2-pw@db.internal:5432/app", Pusher: publishers.ClientConfig{Secret: "pusher-secret-x"}}
+	cfg := config.Config{DatabaseURL: "postgres://u:hunter2-pw@db.internal:5432/app", Pusher: publishers.ClientConfig{Secret: "pusher-secret-x"}}
 	var logs syncBuffer
 	src := &stalls{}
 	var failing atomic.Bool

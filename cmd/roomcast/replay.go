@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"gorm.io/gorm"
 
 	"github.com/roomcast/roomcast/projections"
@@ -22,7 +24,7 @@ const replayUsage = `replay rebuild [-dry-run] [-restart] [-force] [-chunk N] [-
   or   replay kafka -from earliest|<RFC3339 time> [-notify] [-dry-run] [-live-group G|-] [-dead-letter=true] [-batch N] [-progress-every D]`
 
 // runReplay is `roomcast replay rebuild|kafka ...`.
-func runReplay(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
+func runReplay(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: replay needs rebuild or kafka: %s", errUsage, replayUsage)
 	}
@@ -43,12 +45,12 @@ func runReplay(ctx context.Context, args []string, env Getenv, stdout, stderr io
 }
 
 // openCheckedDB opens the database and refuses one whose migrations are behind.
-func openCheckedDB(ctx context.Context, cfg Config) (*gorm.DB, error) {
+func openCheckedDB(ctx context.Context, cfg config.Config) (*gorm.DB, error) {
 	db, _, err := projections.OpenChecked(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
 	return db, err
 }
 
-func runReplayRebuild(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
+func runReplayRebuild(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay rebuild", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	dry := fs.Bool("dry-run", false, "build into temporary tables and report what would change; change nothing")
@@ -62,7 +64,7 @@ func runReplayRebuild(ctx context.Context, args []string, env Getenv, stdout, st
 	if fs.NArg() > 0 || *chunk <= 0 || *every <= 0 {
 		return fmt.Errorf("%w: replay rebuild: unexpected %q: %s", errUsage, strings.Join(fs.Args(), " "), replayUsage)
 	}
-	cfg, err := loadConfig(env, "database")
+	cfg, err := config.Load(env, config.Database)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/IBM/sarama"
 	"gorm.io/gorm"
 
@@ -20,7 +22,7 @@ import (
 	"github.com/roomcast/roomcast/publishers"
 )
 
-func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stderr io.Writer) error {
+func runReplayKafka(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay kafka", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	from := fs.String("from", "", "earliest, or an RFC 3339 time: each partition from its first message at or after it")
@@ -48,11 +50,11 @@ func runReplayKafka(ctx context.Context, args []string, env Getenv, stdout, stde
 		}
 		since = t
 	}
-	needs := []string{"kafka", "database"}
+	needs := []config.Need{config.Kafka, config.Database}
 	if *notify && !*dry {
-		needs = append(needs, "pusher")
+		needs = append(needs, config.Pusher)
 	}
-	cfg, err := loadConfig(env, needs...)
+	cfg, err := config.Load(env, needs...)
 	if err != nil {
 		return err
 	}
@@ -177,7 +179,7 @@ func logHistoryWait(log *slog.Logger, w consumers.HistoryWait) {
 
 // kafkaReplay projects batches of history read from Kafka.
 type kafkaReplay struct {
-	cfg      Config
+	cfg      config.Config
 	log      *slog.Logger
 	replayer *projections.Replayer
 	dlq      sarama.SyncProducer // nil: do not dead-letter
@@ -294,7 +296,7 @@ func (rk *kafkaReplay) waitDelivered(ctx context.Context, db *gorm.DB) error {
 }
 
 // startDispatcher runs an outbox dispatcher until the returned stop is called.
-func startDispatcher(ctx context.Context, cfg Config, db *gorm.DB, log *slog.Logger) (wake func(), stop func() error) {
+func startDispatcher(ctx context.Context, cfg config.Config, db *gorm.DB, log *slog.Logger) (wake func(), stop func() error) {
 	outbox := projections.NewOutbox(db)
 	if cfg.Retention != 0 {
 		outbox.KeepDelivered()

@@ -7,19 +7,21 @@ import (
 	"io"
 	"strings"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/roomcast/roomcast/projections"
 )
 
 // runReplayDropRetired is `roomcast replay drop-retired`: it drops the read
 // models that rebuilds replaced and kept (projections.RetiredPrefix).
-func runReplayDropRetired(ctx context.Context, args []string, env Getenv, stdout io.Writer) error {
+func runReplayDropRetired(ctx context.Context, args []string, env config.Getenv, stdout io.Writer) error {
 	fs := flag.NewFlagSet("replay drop-retired", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	dry := fs.Bool("dry-run", false, "list what would be dropped; drop nothing")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return fmt.Errorf("%w: replay drop-retired: %v %s: %s", errUsage, err, strings.Join(fs.Args(), " "), replayUsage)
 	}
-	cfg, err := loadConfig(env, "database")
+	cfg, err := config.Load(env, config.Database)
 	if err != nil {
 		return err
 	}

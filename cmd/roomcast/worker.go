@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/roomcast/roomcast/config"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -18,12 +20,12 @@ import (
 
 // runWorker is `roomcast run`: it checks the schema, then consumes, projects
 // and fans out until ctx ends, and stops within cfg.ShutdownTimeout.
-func runWorker(ctx context.Context, cfg Config, log *slog.Logger) error {
+func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return runWorkerWith(ctx, cfg, log, nil)
 }
 
 // runWorkerWith is runWorker with a hook called once the worker serves (tests, dev).
-func runWorkerWith(ctx context.Context, cfg Config, log *slog.Logger, started func(*worker)) error {
+func runWorkerWith(ctx context.Context, cfg config.Config, log *slog.Logger, started func(*worker)) error {
 	log.Info("roomcast starting", slog.Any("brokers", cfg.Kafka.Brokers), slog.String("topic", cfg.Topic),
 		slog.String("group", cfg.ConsumerGroup), slog.String("http_addr", cfg.HTTPAddr))
 	db, migrator, err := projections.OpenChecked(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)

@@ -1,4 +1,6 @@
-package main
+// Package config reads roomcast's configuration from the environment and
+// validates it, naming the setting in every error.
+package config
 
 import (
 	"errors"
@@ -52,9 +54,21 @@ type Config struct {
 // Getenv looks up one environment variable ("" when unset).
 type Getenv func(string) string
 
-// loadConfig reads the configuration from env and reports every problem at
+// Need names a part of the configuration a command uses: Load validates the
+// settings of the parts asked for (the others keep their defaults).
+type Need string
+
+// The parts of the configuration a command may need.
+const (
+	Kafka    Need = "kafka"
+	Database Need = "database"
+	Pusher   Need = "pusher"
+	HTTP     Need = "http"
+)
+
+// Load reads the configuration from env and reports every problem at
 // once, each naming its variable. Secret values never appear in the errors.
-func loadConfig(env Getenv, needs ...string) (Config, error) {
+func Load(env Getenv, needs ...Need) (Config, error) {
 	var errs []error
 	get := func(name, def string) string {
 		if v := strings.TrimSpace(env(name)); v != "" {
@@ -152,7 +166,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	}
 	c.InFlightBytes = consumers.DefaultMaxInFlightBytes
 	if v := get("KAFKA_MAX_IN_FLIGHT_BYTES", ""); v != "" {
-		n, err := parseByteSize(v)
+		n, err := ParseByteSize(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("KAFKA_MAX_IN_FLIGHT_BYTES: %w", err))
 		}
@@ -179,11 +193,11 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
 	c.EventMaxBytes = consumers.DefaultMaxEventBytes
 	if v := get("EVENT_MAX_BYTES", ""); v != "" {
-		n, err := parseByteSize(v)
-		if err != nil || n > maxEventBytes {
+		n, err := ParseByteSize(v)
+		if err != nil || n > MaxEventBytes {
 			errs = append(errs, fmt.Errorf("EVENT_MAX_BYTES: %q is not a size from 1 byte to 64 MiB (a byte count, or N KiB or N MiB)", v))
 		}
-		c.EventMaxBytes = int(min(n, maxEventBytes))
+		c.EventMaxBytes = int(min(n, MaxEventBytes))
 	}
 	c.StallAfter = parseDuration("STALL_AFTER", 2*time.Minute)
 	c.ProjectionTimeout = parseDuration("PROJECTION_TIMEOUT", consumers.DefaultProjectionTimeout)
@@ -196,7 +210,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 
 	for _, need := range needs {
 		switch need {
-		case "kafka":
+		case Kafka:
 			errs = append(errs, c.Kafka.Validate())
 			if c.Kafka.SASLMechanism == "PLAIN" && !c.Kafka.TLS && !allowInsecureSASL {
 				errs = append(errs, errors.New("KAFKA_SASL_MECHANISM: PLAIN without KAFKA_TLS=true sends KAFKA_SASL_PASSWORD in clear text: "+
@@ -208,9 +222,9 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 			if c.Topic == c.DLQTopic {
 				errs = append(errs, errors.New("KAFKA_DLQ_TOPIC: must differ from KAFKA_TOPIC"))
 			}
-		case "database":
+		case Database:
 			errs = append(errs, validateDatabaseURL(c.DatabaseURL))
-		case "pusher":
+		case Pusher:
 			errs = append(errs, validatePusher(c.Pusher))
 			// A Pusher-compatible server of your own (PUSHER_HOST) may speak
 			// plain HTTP inside your network; Pusher's clusters are across
@@ -219,7 +233,7 @@ func loadConfig(env Getenv, needs ...string) (Config, error) {
 				errs = append(errs, errors.New("PUSHER_USE_TLS: false with PUSHER_CLUSTER (Pusher itself, no PUSHER_HOST) sends every event in clear text over the internet: "+
 					"leave PUSHER_USE_TLS=true, or set PUSHER_ALLOW_INSECURE=true to accept that"))
 			}
-		case "http":
+		case HTTP:
 			if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 				errs = append(errs, fmt.Errorf("HTTP_ADDR: %q is not host:port (for example :8080)", c.HTTPAddr))
 			}
@@ -283,6 +297,6 @@ func validatePusher(p publishers.ClientConfig) error {
 	return errors.Join(errs...)
 }
 
-// maxEventBytes bounds EVENT_MAX_BYTES: far above any chat event, below
+// MaxEventBytes bounds EVENT_MAX_BYTES: far above any chat event, below
 // what one Kafka request may carry.
-const maxEventBytes = 64 << 20
+const MaxEventBytes = 64 << 20

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -6,9 +6,9 @@ import (
 	"strings"
 )
 
-// parseByteSize reads a size such as 67108864, 64MiB, 512 KiB or 1GiB
+// ParseByteSize reads a size such as 67108864, 64MiB, 512 KiB or 1GiB
 // (binary units; B, KiB, MiB or GiB, any case). It must be positive.
-func parseByteSize(v string) (int64, error) {
+func ParseByteSize(v string) (int64, error) {
 	s := strings.TrimSpace(v)
 	unit := int64(1)
 	for _, u := range []struct {
