@@ -99,12 +99,8 @@ func runReplayKafka(ctx context.Context, args []string, env config.Getenv, stdou
 
 	rk := &kafkaReplay{cfg: cfg, log: log, replayer: replayer, dry: *dry}
 	if *deadLetter && !*dry {
-		pc, serr := topicProducerConfig(cfg.Kafka, cfg.DLQTopic)
-		if serr != nil {
-			log.Warn("dead letters keep Sarama's size limit", slog.Int("max_message_bytes", pc.Producer.MaxMessageBytes), slog.Any("error", serr))
-		}
-		if rk.dlq, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, pc); err != nil {
-			return fmt.Errorf("connect to kafka %v: %w", cfg.Kafka.Brokers, err)
+		if rk.dlq, err = consumers.NewTopicProducer(cfg.Kafka, cfg.DLQTopic, log, "dead letters"); err != nil {
+			return err
 		}
 		defer func() { _ = rk.dlq.Close() }()
 	}
@@ -182,7 +178,7 @@ type kafkaReplay struct {
 	cfg      config.Config
 	log      *slog.Logger
 	replayer *projections.Replayer
-	dlq      sarama.SyncProducer // nil: do not dead-letter
+	dlq      *consumers.TopicProducer // nil: do not dead-letter
 	dry      bool
 	wake     func()
 	counts   projections.Counts
@@ -198,13 +194,13 @@ func (rk *kafkaReplay) batch(ctx context.Context, msgs []*sarama.ConsumerMessage
 			slog.String("reason", reason), slog.Int("partition", int(m.Partition)), slog.Int64("offset", m.Offset))
 		rk.counts.Problems = appendProblem(rk.counts.Problems, projections.Problem{EventID: id, Type: typ, Reason: reason})
 		if rk.dlq != nil {
-			dead = append(dead, deadLetterMessage(rk.cfg.DLQTopic, rk.cfg.Topic, m, reason))
+			dead = append(dead, consumers.DeadLetterMessage(rk.cfg.DLQTopic, rk.cfg.Topic, "replay", m, reason))
 		}
 	}
 	for _, m := range msgs {
 		env, err := domain.Decoder{MaxValueBytes: rk.cfg.EventMaxBytes}.Decode(m.Value) // the worker's limit
 		if err != nil {
-			id, typ := sniffIDType(m.Value)
+			id, typ := consumers.SniffIDType(m.Value)
 			c := rk.counts.Of(typ)
 			c.Read++
 			c.Invalid++
@@ -239,7 +235,7 @@ func (rk *kafkaReplay) batch(ctx context.Context, msgs []*sarama.ConsumerMessage
 	}
 	if len(dead) > 0 {
 		if err := rk.dlq.SendMessages(dead); err != nil {
-			return fmt.Errorf("dead-letter %d events to %s: %w", len(dead), rk.cfg.DLQTopic, firstProducerError(err))
+			return fmt.Errorf("dead-letter %d events to %s: %w", len(dead), rk.cfg.DLQTopic, err)
 		}
 	}
 	if rk.wake != nil {
@@ -315,38 +311,6 @@ func startDispatcher(ctx context.Context, cfg config.Config, db *gorm.DB, log *s
 		}
 		return nil
 	}
-}
-
-// deadLetterMessage is m for the dead-letter topic as the worker writes it:
-// key, value and headers unchanged, plus the reason (Watermill's poison-queue keys).
-func deadLetterMessage(dlqTopic, topic string, m *sarama.ConsumerMessage, reason string) *sarama.ProducerMessage {
-	headers := make([]sarama.RecordHeader, 0, len(m.Headers)+3)
-	for _, h := range m.Headers {
-		switch string(h.Key) {
-		case "reason_poisoned", "topic_poisoned", "handler_poisoned":
-		default:
-			headers = append(headers, *h)
-		}
-	}
-	headers = append(headers,
-		sarama.RecordHeader{Key: []byte("reason_poisoned"), Value: []byte(reason)},
-		sarama.RecordHeader{Key: []byte("topic_poisoned"), Value: []byte(topic)},
-		sarama.RecordHeader{Key: []byte("handler_poisoned"), Value: []byte("replay")})
-	pm := &sarama.ProducerMessage{Topic: dlqTopic, Value: sarama.ByteEncoder(m.Value), Headers: headers, Timestamp: m.Timestamp}
-	if m.Key != nil {
-		pm.Key = sarama.ByteEncoder(m.Key)
-	}
-	return pm
-}
-
-// firstProducerError is err with the cause of its first failed message
-// (Sarama's ProducerErrors says only how many failed).
-func firstProducerError(err error) error {
-	var pes sarama.ProducerErrors
-	if errors.As(err, &pes) && len(pes) > 0 && pes[0] != nil {
-		return fmt.Errorf("%w (first: %w)", err, pes[0].Err)
-	}
-	return err
 }
 
 func hasHeader(m *sarama.ConsumerMessage, key string) bool {
