@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,10 +12,8 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/config"
-
-	"gorm.io/gorm"
-
 	"github.com/roomcast/roomcast/projections"
+	"github.com/roomcast/roomcast/replay"
 )
 
 const replayUsage = `replay rebuild [-dry-run] [-restart] [-force] [-chunk N] [-progress-every D]
@@ -44,12 +41,6 @@ func runReplay(ctx context.Context, args []string, env config.Getenv, stdout, st
 	return fmt.Errorf("%w: replay %q: want rebuild, kafka or drop-retired: %s", errUsage, args[0], replayUsage)
 }
 
-// openCheckedDB opens the database and refuses one whose migrations are behind.
-func openCheckedDB(ctx context.Context, cfg config.Config) (*gorm.DB, error) {
-	db, _, err := projections.OpenChecked(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
-	return db, err
-}
-
 func runReplayRebuild(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay rebuild", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -69,27 +60,19 @@ func runReplayRebuild(ctx context.Context, args []string, env config.Getenv, std
 		return err
 	}
 	log := newLogger(cfg, stderr).With(slog.String("command", "replay rebuild"))
-	db, err := openCheckedDB(ctx, cfg)
+	db, _, err := projections.OpenChecked(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = projections.Close(db) }()
 
 	prog := newProgress(stderr, log, "rebuild", *every)
-	s, err := projections.Rebuild(ctx, db, projections.RebuildOptions{
-		ChunkSize: *chunk, DryRun: *dry, Restart: *restart, Force: *force, Log: log,
-		Progress: func(p projections.RebuildProgress) { prog.set(p.Done, p.Total) },
+	s, err := replay.Rebuild(ctx, replay.RebuildConfig{
+		DB: db, ChunkSize: *chunk, DryRun: *dry, Restart: *restart, Force: *force, Log: log,
+		Progress: prog.set, Done: prog.finish,
 	})
-	prog.finish()
 	printRebuildSummary(stdout, s)
-	logSummary(log, s.Counts, s.Elapsed, err)
-	if err != nil {
-		if errors.Is(err, context.Canceled) && !s.DryRun {
-			return fmt.Errorf("rebuild interrupted; the live read models are untouched and `roomcast replay rebuild` resumes it: %w", err)
-		}
-		return err
-	}
-	return nil
+	return err
 }
 
 func printRebuildSummary(w io.Writer, s projections.RebuildSummary) {
@@ -154,16 +137,4 @@ func printCounts(w io.Writer, title string, c projections.Counts, elapsed time.D
 	if skipped := t.Invalid + t.Rejected; skipped > int64(len(c.Problems)) {
 		fmt.Fprintf(w, "  ... and %d more (each is logged)\n", skipped-int64(len(c.Problems)))
 	}
-}
-
-func logSummary(log *slog.Logger, c projections.Counts, elapsed time.Duration, err error) {
-	t := c.Total()
-	attrs := []any{slog.Int64("read", t.Read), slog.Int64("applied", t.Applied), slog.Int64("unchanged", t.Unchanged),
-		slog.Int64("duplicates", t.Duplicates), slog.Int64("invalid", t.Invalid), slog.Int64("not_applicable", t.Rejected),
-		slog.Duration("elapsed", elapsed)}
-	if err != nil {
-		log.Error("replay stopped", append(attrs, slog.Any("error", err))...)
-		return
-	}
-	log.Info("replay finished", attrs...)
 }

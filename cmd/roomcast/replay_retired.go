@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/roomcast/roomcast/config"
-
 	"github.com/roomcast/roomcast/projections"
+	"github.com/roomcast/roomcast/replay"
 )
 
 // runReplayDropRetired is `roomcast replay drop-retired`: it drops the read
@@ -25,27 +25,22 @@ func runReplayDropRetired(ctx context.Context, args []string, env config.Getenv,
 	if err != nil {
 		return err
 	}
-	db, err := openCheckedDB(ctx, cfg)
+	db, _, err := projections.OpenChecked(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = projections.Close(db) }()
-	retired, err := projections.RetiredSchemas(ctx, db)
+	r, err := replay.DropRetired(ctx, db, *dry)
+	for _, s := range r.Schemas {
+		fmt.Fprintf(stdout, "%s: %d tables, %.1f MiB\n", s.Name, s.Tables, float64(s.Bytes)/(1<<20))
+	}
 	if err != nil {
 		return err
 	}
-	var bytes int64
-	for _, r := range retired {
-		fmt.Fprintf(stdout, "%s: %d tables, %.1f MiB\n", r.Name, r.Tables, float64(r.Bytes)/(1<<20))
-		bytes += r.Bytes
-	}
-	if *dry {
-		fmt.Fprintf(stdout, "would drop %d schemas of retired read models (%.1f MiB; dry run)\n", len(retired), float64(bytes)/(1<<20))
+	if !r.Dropped {
+		fmt.Fprintf(stdout, "would drop %d schemas of retired read models (%.1f MiB; dry run)\n", len(r.Schemas), float64(r.Bytes)/(1<<20))
 		return nil
 	}
-	if err := projections.DropRetired(ctx, db, retired); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "dropped %d schemas of retired read models (%.1f MiB)\n", len(retired), float64(bytes)/(1<<20))
+	fmt.Fprintf(stdout, "dropped %d schemas of retired read models (%.1f MiB)\n", len(r.Schemas), float64(r.Bytes)/(1<<20))
 	return nil
 }
