@@ -37,9 +37,10 @@ type Result struct {
 
 // ProjectBatch projects items in one transaction with a fixed number of
 // statements, whatever their number. The result is the same as projecting
-// them one by one with Project, in order: the same rows, seqs and
-// deliveries. An item rejected on its own gets an Err in its Result and the
-// others commit. A returned error is transient: nothing was committed.
+// them one by one, in order: the same rows, seqs and deliveries (tests hold
+// it to a one-by-one reference, ProjectOneByOne). An item rejected on its
+// own gets an Err in its Result and the others commit. A returned error is
+// transient: nothing was committed.
 //
 // When Postgres refuses the transaction for what an event may cause (see
 // classify), the batch is split until the events it refuses are found
@@ -503,7 +504,8 @@ func (b *batch) load(tx *gorm.DB) error {
 	return nil
 }
 
-// apply applies one claimed item to the in-memory state, as Project would.
+// apply applies one claimed item to the in-memory state, as projecting it
+// alone would.
 func (b *batch) apply(i int, env domain.Envelope) error {
 	res := &b.results[i]
 	switch e := env.Event.(type) {

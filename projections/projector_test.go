@@ -33,9 +33,20 @@ func newFixture(t *testing.T) *fixture {
 
 var noKafka = projections.Origin{Partition: -1}
 
+// projectOne projects env alone, in a batch of one, as the worker does
+// with an event that arrives on its own.
+func (f *fixture) projectOne(env domain.Envelope, src projections.Origin) (projections.Outcome, error) {
+	f.t.Helper()
+	results, err := f.p.ProjectBatch(context.Background(), []projections.Item{{Env: env, Origin: src}})
+	if err != nil {
+		return 0, err
+	}
+	return results[0].Outcome, results[0].Err
+}
+
 func (f *fixture) project(e *chattest.Event) projections.Outcome {
 	f.t.Helper()
-	out, err := f.p.Project(context.Background(), e.Envelope(f.t), noKafka)
+	out, err := f.projectOne(e.Envelope(f.t), noKafka)
 	if err != nil {
 		f.t.Fatalf("project %s: %v", e.Type, err)
 	}
@@ -201,7 +212,7 @@ func TestEditOrDeleteOfUnknownMessageIsRejectedAndNotRecorded(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
 			f.expect(chattest.MessageCreated("r1", "m1", "exists"), projections.Applied)
-			_, err := f.p.Project(context.Background(), tc.event.Envelope(t), noKafka)
+			_, err := f.projectOne(tc.event.Envelope(t), noKafka)
 			if !errors.Is(err, domain.ErrUnknownMessage) || !domain.IsPermanent(err) {
 				t.Fatalf("err = %v, want a permanent domain.ErrUnknownMessage", err)
 			}
@@ -218,7 +229,7 @@ func TestEditOrDeleteOfUnknownMessageIsRejectedAndNotRecorded(t *testing.T) {
 func TestRedrivenEditAppliesOnceTheMessageExists(t *testing.T) {
 	f := newFixture(t)
 	edit := chattest.MessageEdited("r1", "m1", "edited")
-	if _, err := f.p.Project(context.Background(), edit.Envelope(t), noKafka); !errors.Is(err, domain.ErrUnknownMessage) {
+	if _, err := f.projectOne(edit.Envelope(t), noKafka); !errors.Is(err, domain.ErrUnknownMessage) {
 		t.Fatalf("err = %v, want ErrUnknownMessage", err)
 	}
 	f.expect(chattest.MessageCreated("r1", "m1", "original"), projections.Applied)
@@ -270,10 +281,10 @@ func TestNoOpEventsAreRecordedWithoutSeqOrDelivery(t *testing.T) {
 
 // A delete erases the message's text from every stored event that carries it
 // (its create, its edits, a repeated create in its room), and from its
-// deliveries still owed; one event at a time, in one batch, or the delete in
-// a later batch than the events it redacts.
+// deliveries still owed; one event per batch, all in one batch, or the
+// delete in a later batch than the events it redacts.
 func TestDeleteRedactsMessageEventsAndPendingDeliveries(t *testing.T) {
-	for _, mode := range []string{"one at a time", "one batch", "delete in a later batch"} {
+	for _, mode := range []string{"one event per batch", "one batch", "delete in a later batch"} {
 		t.Run(mode, func(t *testing.T) {
 			f := newFixture(t)
 			create := chattest.MessageCreated("r1", "m1", "my secret")
@@ -285,7 +296,7 @@ func TestDeleteRedactsMessageEventsAndPendingDeliveries(t *testing.T) {
 			want := []projections.Outcome{projections.Applied, projections.Applied, projections.Unchanged, projections.Applied, projections.Applied}
 			var batches [][]*chattest.Event
 			switch mode {
-			case "one at a time":
+			case "one event per batch":
 				for i, e := range events {
 					f.expect(e, want[i])
 				}
@@ -428,7 +439,7 @@ func TestOccurredAtFallsBackToKafkaTimestamp(t *testing.T) {
 	withTime := chattest.MemberJoined("r1", "u-1")
 	without := chattest.MemberJoined("r1", "u-2").NoTime()
 	for _, e := range []*chattest.Event{withTime, without} {
-		if _, err := f.p.Project(context.Background(), e.Envelope(t), projections.Origin{Partition: 3, Offset: 42, Timestamp: kafkaTime}); err != nil {
+		if _, err := f.projectOne(e.Envelope(t), projections.Origin{Partition: 3, Offset: 42, Timestamp: kafkaTime}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -458,7 +469,7 @@ func TestConcurrentProjectionsOfOneRoomKeepSeqGapFree(t *testing.T) {
 	errs := make(chan error, n)
 	for i := range n {
 		go func() {
-			_, err := f.p.Project(context.Background(), chattest.MessageCreated("r1", chattest.IDs("m", n)[i], "x").Envelope(t), noKafka)
+			_, err := f.projectOne(chattest.MessageCreated("r1", chattest.IDs("m", n)[i], "x").Envelope(t), noKafka)
 			errs <- err
 		}()
 	}
