@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -193,4 +194,10 @@ func transaction(ctx context.Context, db *gorm.DB, f func(tx *gorm.DB, cp copyFu
 		return run(db.WithContext(ctx)) // already on one connection (a dry run's, with its temporary tables)
 	}
 	return db.WithContext(ctx).Connection(run)
+}
+
+// arr passes xs as one Postgres array parameter, encoded by pgx itself
+// (GORM would expand a plain slice into a list of placeholders).
+func arr[T any](xs []T) pgtype.Array[T] {
+	return pgtype.Array[T]{Elements: xs, Dims: []pgtype.ArrayDimension{{Length: int32(len(xs)), LowerBound: 1}}, Valid: true}
 }
