@@ -168,7 +168,7 @@ type batch struct {
 	prints  []string // fingerprint per item
 	valid   []bool
 
-	// Set by replays (rebuild.go, replay.go), never by live projection:
+	// Set by replays (applyChunk, Replayer.Project), never by live projection:
 	// readModelsOnly applies the events to the read models alone (messages,
 	// room_members, rooms): nothing is looked up in or written to events or
 	// deliveries. silent owes no deliveries (a replay without --notify).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -200,4 +201,13 @@ func transaction(ctx context.Context, db *gorm.DB, f func(tx *gorm.DB, cp copyFu
 // (GORM would expand a plain slice into a list of placeholders).
 func arr[T any](xs []T) pgtype.Array[T] {
 	return pgtype.Array[T]{Elements: xs, Dims: []pgtype.ArrayDimension{{Length: int32(len(xs)), LowerBound: 1}}, Valid: true}
+}
+
+func qident(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// discardConn closes conn for good instead of handing it back to the pool
+// (its session holds locks or temporary tables).
+func discardConn(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
 }
