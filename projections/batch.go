@@ -136,7 +136,7 @@ func (p *Projector) committed(b *batch) {
 // lookUpAfterStored is how long batches look their ids up in events before
 // they are written, once a batch met a stored one. In between, a batch's ids
 // are taken to be new, and the primary key of events catches one that is
-// not: the lookup (one index probe per event) was ~8% of Postgres's
+// not: the lookup costs an index probe per event, a share of Postgres's
 // statement time under a backlog, and ids are seldom stored already but in
 // runs (the redeliveries after a restart or a rebalance, a replay).
 const lookUpAfterStored = time.Minute
@@ -250,8 +250,8 @@ func (b *batch) prepare() error {
 func (b *batch) reset() {
 	b.owed = nil
 	if !b.silent && !b.readModelsOnly {
-		// About one delivery per event: grown by appends, the slice was
-		// ~5% of `roomcast run`'s allocations.
+		// About one delivery per event: sized once rather than grown by
+		// appends, which reallocate it as the batch goes.
 		b.owed = make([]domain.Delivery, 0, len(b.items))
 	}
 	b.rooms = map[string]int64{}

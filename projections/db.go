@@ -30,8 +30,8 @@ func Open(ctx context.Context, dsn string, maxConns int) (*gorm.DB, error) {
 	// Plan every execution with its real parameters. pgx caches prepared
 	// statements, and Postgres would otherwise settle on a generic plan made
 	// while the tables were small (a sequential scan of messages, a hash join
-	// over all of events) and keep it as they grow: batches then slowed from
-	// ~4,000 to ~1,700 events/s within a minute.
+	// over all of events) and keep it as they grow: batches then slow down
+	// within a minute of a start.
 	if pgxConfig.RuntimeParams == nil {
 		pgxConfig.RuntimeParams = map[string]string{}
 	}
@@ -67,8 +67,7 @@ func Open(ctx context.Context, dsn string, maxConns int) (*gorm.DB, error) {
 // scanRaw runs q (a Raw query) and scans its rows into dest as GORM's Scan
 // does, without Scan's statement recorder: that renders the SQL with every
 // argument inlined for the logger, even a discarding one (regexp and fmt
-// over a batch's arrays: 5% of roomcast's CPU and 13% of its allocations in
-// BenchmarkIngest).
+// over a batch's arrays, for every statement).
 func scanRaw(q *gorm.DB, dest any) error {
 	rows, err := q.Rows()
 	if err != nil {

@@ -32,9 +32,7 @@ func NewOutbox(db *gorm.DB) *Outbox { return &Outbox{db: db} }
 // Deleting at once is the default because it is the cheaper write: a delete
 // only marks the row (~55 bytes of WAL), while setting delivered_at writes a
 // new copy of it, payload included (~550 bytes of WAL and an index entry),
-// and that copy must still be deleted by the purge later. BenchmarkIngest
-// measured ~5% more events/s without retention (three runs each; about the
-// size of its run-to-run noise), the purge's deletes not counted.
+// and that copy must still be deleted by the purge later.
 func (o *Outbox) KeepDelivered() *Outbox {
 	o.keep = true
 	return o
@@ -44,12 +42,11 @@ func (o *Outbox) KeepDelivered() *Outbox {
 // IS NULL" in its WHERE clause, though each acts only on undelivered rows:
 // that condition matched the partial index deliveries_undelivered_event
 // (dropped since, migration 00007; a future partial index on that condition
-// would bring the trap back), and while the table's statistics are missing or stale (it churns faster than
-// autoanalyze runs, and without statistics "IS NULL" is guessed to match 0.5%
-// of rows) the planner read that whole index, dead entries and all, and
-// hash-joined the ids: ~15 ms a call under load, a quarter of Postgres's
-// statement time, where one primary-key probe per id takes ~1 µs. The
-// condition is applied in the SET clause instead (or, for a delete, not at
+// would bring the trap back), and while the table's statistics are missing
+// or stale (it churns faster than autoanalyze runs, and without statistics
+// "IS NULL" is guessed to match 0.5% of rows) the planner read that whole
+// index, dead entries and all, and hash-joined the ids, for every call,
+// where one primary-key probe per id is all it takes. The condition is applied in the SET clause instead (or, for a delete, not at
 // all: a delivered row that is still there is deleted as well, which is what
 // marking it means). TestOutboxStatementsProbeThePrimaryKey holds them to it.
 const (

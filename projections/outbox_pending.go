@@ -79,8 +79,7 @@ func (o *Outbox) scanPending(ctx context.Context, q string, args ...any) ([]doma
 	}
 	defer func() { _ = rows.Close() }()
 	// Grown as rows come rather than sized to limit: most reads return far
-	// fewer rows than they may, and a Delivery is ~200 bytes (sizing every
-	// read to the limit was an eighth of roomcast's allocations under load).
+	// fewer rows than they may, and a Delivery is ~200 bytes.
 	var out []domain.Delivery
 	for rows.Next() {
 		var d domain.Delivery

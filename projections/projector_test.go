@@ -35,9 +35,9 @@ var noKafka = projections.Origin{Partition: -1}
 
 // projectOne projects env alone, in a batch of one, as the worker does
 // with an event that arrives on its own.
-func (f *fixture) projectOne(env domain.Envelope, src projections.Origin) (projections.Outcome, error) {
+func (f *fixture) projectOne(env domain.Envelope, origin projections.Origin) (projections.Outcome, error) {
 	f.t.Helper()
-	results, err := f.p.ProjectBatch(context.Background(), []projections.Item{{Env: env, Origin: src}})
+	results, err := f.p.ProjectBatch(context.Background(), []projections.Item{{Env: env, Origin: origin}})
 	if err != nil {
 		return 0, err
 	}
@@ -601,8 +601,7 @@ func TestPurgeDeletesOnlyDeliveredRowsPastRetention(t *testing.T) {
 }
 
 // Generic plans made while tables are small turn into full scans as they
-// grow (seen: batches slowing from ~4,000 to ~1,700 events/s), so every
-// connection plans each execution with its parameters.
+// grow, so every connection plans each execution with its parameters.
 func TestConnectionsUseCustomPlans(t *testing.T) {
 	f := newFixture(t)
 	var mode string

@@ -137,8 +137,8 @@ func (f *fixture) project(e *chattest.Event) projections.Outcome {
 
 // projectOne projects env alone, in a batch of one, as the worker does
 // with an event that arrives on its own.
-func projectOne(ctx context.Context, p *projections.Projector, env domain.Envelope, src projections.Origin) (projections.Outcome, error) {
-	results, err := p.ProjectBatch(ctx, []projections.Item{{Env: env, Origin: src}})
+func projectOne(ctx context.Context, p *projections.Projector, env domain.Envelope, origin projections.Origin) (projections.Outcome, error) {
+	results, err := p.ProjectBatch(ctx, []projections.Item{{Env: env, Origin: origin}})
 	if err != nil {
 		return 0, err
 	}
