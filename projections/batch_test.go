@@ -76,21 +76,24 @@ func outcomeOf(t *testing.T, o projections.Outcome, err error) outcome {
 	return outcome{}
 }
 
-func TestBatchEqualsOneByOne(t *testing.T) {
+// Batches of any size, optimistic or not, leave what projecting the same
+// events one by one leaves (the reference, ProjectOneByOne): the same
+// outcomes, rows, seqs and deliveries.
+func TestBatchesMatchOneByOneProjection(t *testing.T) {
 	for seed := uint64(1); seed <= 6; seed++ {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			var envs []domain.Envelope
 			for _, e := range workload(seed, 300) {
 				envs = append(envs, e.Envelope(t))
 			}
-			checkBatchEqualsOneByOne(t, seed, envs)
+			checkBatchesMatchOneByOne(t, seed, envs)
 		})
 	}
 }
 
 // Events Postgres refuses, among the others: batches split around them and
 // end as projecting one by one does.
-func TestBatchEqualsOneByOneWithRefusedEvents(t *testing.T) {
+func TestBatchesSplitAroundRefusedEventsMatchOneByOneProjection(t *testing.T) {
 	for seed := uint64(1); seed <= 4; seed++ {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
@@ -109,17 +112,17 @@ func TestBatchEqualsOneByOneWithRefusedEvents(t *testing.T) {
 				}
 				envs = append(envs, e.Envelope(t))
 			}
-			checkBatchEqualsOneByOne(t, seed, envs)
+			checkBatchesMatchOneByOne(t, seed, envs)
 		})
 	}
 }
 
-func checkBatchEqualsOneByOne(t *testing.T, seed uint64, envs []domain.Envelope) {
+func checkBatchesMatchOneByOne(t *testing.T, seed uint64, envs []domain.Envelope) {
 	ctx := context.Background()
 	one := newFixture(t)
 	var want []outcome
 	for _, env := range envs {
-		o, err := one.p.Project(ctx, env, noKafka)
+		o, err := one.p.ProjectOneByOne(ctx, env, noKafka)
 		want = append(want, outcomeOf(t, o, err))
 	}
 

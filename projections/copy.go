@@ -17,9 +17,8 @@ import (
 //
 // Why not pgx's CopyFrom, which does the same: it takes each row as a []any
 // and looks up an encode plan for every value through a map; boxing the
-// values and that lookup were 6% of roomcast's CPU and a tenth of its
-// allocations under a backlog (BenchmarkIngest profiles), for columns whose
-// types never change. The encodings below are pgx's own, byte for byte
+// values and that lookup cost CPU and allocations for every value of every
+// row, for columns whose types never change. The encodings below are pgx's own, byte for byte
 // (TestCopyWriterEncodesAsPgx holds them to it), and every batch test goes
 // through them into a real Postgres.
 type copyWriter struct {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -28,8 +30,8 @@ func Open(ctx context.Context, dsn string, maxConns int) (*gorm.DB, error) {
 	// Plan every execution with its real parameters. pgx caches prepared
 	// statements, and Postgres would otherwise settle on a generic plan made
 	// while the tables were small (a sequential scan of messages, a hash join
-	// over all of events) and keep it as they grow: batches then slowed from
-	// ~4,000 to ~1,700 events/s within a minute.
+	// over all of events) and keep it as they grow: batches then slow down
+	// within a minute of a start.
 	if pgxConfig.RuntimeParams == nil {
 		pgxConfig.RuntimeParams = map[string]string{}
 	}
@@ -65,8 +67,7 @@ func Open(ctx context.Context, dsn string, maxConns int) (*gorm.DB, error) {
 // scanRaw runs q (a Raw query) and scans its rows into dest as GORM's Scan
 // does, without Scan's statement recorder: that renders the SQL with every
 // argument inlined for the logger, even a discarding one (regexp and fmt
-// over a batch's arrays: 5% of roomcast's CPU and 13% of its allocations in
-// BenchmarkIngest).
+// over a batch's arrays, for every statement).
 func scanRaw(q *gorm.DB, dest any) error {
 	rows, err := q.Rows()
 	if err != nil {
@@ -193,4 +194,19 @@ func transaction(ctx context.Context, db *gorm.DB, f func(tx *gorm.DB, cp copyFu
 		return run(db.WithContext(ctx)) // already on one connection (a dry run's, with its temporary tables)
 	}
 	return db.WithContext(ctx).Connection(run)
+}
+
+// arr passes xs as one Postgres array parameter, encoded by pgx itself
+// (GORM would expand a plain slice into a list of placeholders).
+func arr[T any](xs []T) pgtype.Array[T] {
+	return pgtype.Array[T]{Elements: xs, Dims: []pgtype.ArrayDimension{{Length: int32(len(xs)), LowerBound: 1}}, Valid: true}
+}
+
+func qident(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// discardConn closes conn for good instead of handing it back to the pool
+// (its session holds locks or temporary tables).
+func discardConn(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
 }

@@ -13,10 +13,9 @@ import (
 // or stale most of the time (it churns faster than autoanalyze runs), and a
 // "delivered_at IS NULL" in the WHERE clause then made the planner read the
 // whole partial index deliveries_undelivered_event (dropped since, migration
-// 00007), dead entries and all, for every call: ~15 ms a call under load
-// instead of ~0.3 ms. This sets up
-// that state (no statistics, thousands of dead entries, a few hundred ids
-// per call, as the dispatcher sends) and checks each statement's plan.
+// 00007), dead entries and all, for every call. This sets up that state
+// (no statistics, thousands of dead entries, a few hundred ids per call, as
+// the dispatcher sends) and checks each statement's plan.
 func TestOutboxStatementsProbeThePrimaryKey(t *testing.T) {
 	db, _ := testsupport.Database(t, 2)
 	setup := []string{

@@ -4,99 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/roomcast/roomcast/domain"
 	"github.com/roomcast/roomcast/internal/chattest"
-	"github.com/roomcast/roomcast/internal/testsupport"
 	"github.com/roomcast/roomcast/projections"
 )
-
-type fixture struct {
-	t      *testing.T
-	url    string
-	db     *gorm.DB
-	p      *projections.Projector
-	outbox *projections.Outbox
-}
-
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	db, url := testsupport.Database(t, 5)
-	return &fixture{t: t, url: url, db: db, p: projections.NewProjector(db, nil, nil), outbox: projections.NewOutbox(db)}
-}
-
-var noKafka = projections.Origin{Partition: -1}
-
-func (f *fixture) project(e *chattest.Event) projections.Outcome {
-	f.t.Helper()
-	out, err := f.p.Project(context.Background(), e.Envelope(f.t), noKafka)
-	if err != nil {
-		f.t.Fatalf("project %s: %v", e.Type, err)
-	}
-	return out
-}
-
-func (f *fixture) expect(e *chattest.Event, want projections.Outcome) {
-	f.t.Helper()
-	if got := f.project(e); got != want {
-		f.t.Fatalf("project %s %s: outcome %v, want %v", e.Type, e.ID, got, want)
-	}
-}
-
-func (f *fixture) message(id string) projections.Message {
-	f.t.Helper()
-	var m projections.Message
-	if err := f.db.First(&m, "id = ?", id).Error; err != nil {
-		f.t.Fatalf("message %s: %v", id, err)
-	}
-	return m
-}
-
-func (f *fixture) event(id string) projections.StoredEvent {
-	f.t.Helper()
-	var e projections.StoredEvent
-	if err := f.db.First(&e, "id = ?", id).Error; err != nil {
-		f.t.Fatalf("event %s: %v", id, err)
-	}
-	return e
-}
-
-func (f *fixture) count(table, where string, args ...any) int64 {
-	f.t.Helper()
-	var n int64
-	q := f.db.Table(table)
-	if where != "" {
-		q = q.Where(where, args...)
-	}
-	if err := q.Count(&n).Error; err != nil {
-		f.t.Fatal(err)
-	}
-	return n
-}
-
-func (f *fixture) pending() []domain.Delivery {
-	f.t.Helper()
-	ds, err := f.outbox.Pending(context.Background(), 10000)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return ds
-}
-
-func payload(t *testing.T, d domain.Delivery) map[string]any {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(d.Data), &m); err != nil {
-		t.Fatalf("delivery %d data %q: %v", d.ID, d.Data, err)
-	}
-	return m
-}
 
 func TestRoomEventsGetGapFreeSeqPerRoom(t *testing.T) {
 	f := newFixture(t)
@@ -201,7 +116,7 @@ func TestEditOrDeleteOfUnknownMessageIsRejectedAndNotRecorded(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
 			f.expect(chattest.MessageCreated("r1", "m1", "exists"), projections.Applied)
-			_, err := f.p.Project(context.Background(), tc.event.Envelope(t), noKafka)
+			_, err := f.projectOne(tc.event.Envelope(t), noKafka)
 			if !errors.Is(err, domain.ErrUnknownMessage) || !domain.IsPermanent(err) {
 				t.Fatalf("err = %v, want a permanent domain.ErrUnknownMessage", err)
 			}
@@ -218,7 +133,7 @@ func TestEditOrDeleteOfUnknownMessageIsRejectedAndNotRecorded(t *testing.T) {
 func TestRedrivenEditAppliesOnceTheMessageExists(t *testing.T) {
 	f := newFixture(t)
 	edit := chattest.MessageEdited("r1", "m1", "edited")
-	if _, err := f.p.Project(context.Background(), edit.Envelope(t), noKafka); !errors.Is(err, domain.ErrUnknownMessage) {
+	if _, err := f.projectOne(edit.Envelope(t), noKafka); !errors.Is(err, domain.ErrUnknownMessage) {
 		t.Fatalf("err = %v, want ErrUnknownMessage", err)
 	}
 	f.expect(chattest.MessageCreated("r1", "m1", "original"), projections.Applied)
@@ -270,10 +185,10 @@ func TestNoOpEventsAreRecordedWithoutSeqOrDelivery(t *testing.T) {
 
 // A delete erases the message's text from every stored event that carries it
 // (its create, its edits, a repeated create in its room), and from its
-// deliveries still owed; one event at a time, in one batch, or the delete in
-// a later batch than the events it redacts.
+// deliveries still owed; one event per batch, all in one batch, or the
+// delete in a later batch than the events it redacts.
 func TestDeleteRedactsMessageEventsAndPendingDeliveries(t *testing.T) {
-	for _, mode := range []string{"one at a time", "one batch", "delete in a later batch"} {
+	for _, mode := range []string{"one event per batch", "one batch", "delete in a later batch"} {
 		t.Run(mode, func(t *testing.T) {
 			f := newFixture(t)
 			create := chattest.MessageCreated("r1", "m1", "my secret")
@@ -285,7 +200,7 @@ func TestDeleteRedactsMessageEventsAndPendingDeliveries(t *testing.T) {
 			want := []projections.Outcome{projections.Applied, projections.Applied, projections.Unchanged, projections.Applied, projections.Applied}
 			var batches [][]*chattest.Event
 			switch mode {
-			case "one at a time":
+			case "one event per batch":
 				for i, e := range events {
 					f.expect(e, want[i])
 				}
@@ -428,7 +343,7 @@ func TestOccurredAtFallsBackToKafkaTimestamp(t *testing.T) {
 	withTime := chattest.MemberJoined("r1", "u-1")
 	without := chattest.MemberJoined("r1", "u-2").NoTime()
 	for _, e := range []*chattest.Event{withTime, without} {
-		if _, err := f.p.Project(context.Background(), e.Envelope(t), projections.Origin{Partition: 3, Offset: 42, Timestamp: kafkaTime}); err != nil {
+		if _, err := f.projectOne(e.Envelope(t), projections.Origin{Partition: 3, Offset: 42, Timestamp: kafkaTime}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -458,7 +373,7 @@ func TestConcurrentProjectionsOfOneRoomKeepSeqGapFree(t *testing.T) {
 	errs := make(chan error, n)
 	for i := range n {
 		go func() {
-			_, err := f.p.Project(context.Background(), chattest.MessageCreated("r1", chattest.IDs("m", n)[i], "x").Envelope(t), noKafka)
+			_, err := f.projectOne(chattest.MessageCreated("r1", chattest.IDs("m", n)[i], "x").Envelope(t), noKafka)
 			errs <- err
 		}()
 	}
@@ -480,205 +395,5 @@ func TestConcurrentProjectionsOfOneRoomKeepSeqGapFree(t *testing.T) {
 			t.Fatalf("outbox order %v then %d: a room's deliveries must be in seq order", last, d.Seq)
 		}
 		last = append(last, d.Seq)
-	}
-}
-
-func equal[T comparable](a, b []T) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func TestOneProcessAtATimeLeadsTheOutbox(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	a, b := f.outbox, projections.NewOutbox(f.db)
-	if lead, err := a.Lead(ctx); err != nil || !lead {
-		t.Fatalf("first outbox: lead=%v err=%v, want to lead", lead, err)
-	}
-	if lead, err := b.Lead(ctx); err != nil || lead {
-		t.Fatalf("second outbox: lead=%v err=%v, want not to lead while the first does", lead, err)
-	}
-	if lead, _ := a.Lead(ctx); !lead {
-		t.Fatal("the leader lost the lead without giving it up")
-	}
-	a.Release()
-	if lead, err := b.Lead(ctx); err != nil || !lead {
-		t.Fatalf("after release: lead=%v err=%v, want the second to take over", lead, err)
-	}
-	b.Release()
-}
-
-func TestNotifyWakesListenersOfAnotherPool(t *testing.T) {
-	f := newFixture(t)
-	other, err := projections.Open(context.Background(), f.url, 2) // as another process would
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = projections.Close(other) })
-	woken := make(chan struct{}, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- projections.NewOutbox(other).Listen(ctx, func() {
-			select {
-			case woken <- struct{}{}:
-			default:
-			}
-		}, nil)
-	}()
-	waitWake := func(what string) {
-		t.Helper()
-		select {
-		case <-woken:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no wake-up %s", what)
-		}
-	}
-	waitWake("at start")
-	select {
-	case <-woken:
-		t.Error("woken without a notification")
-	case <-time.After(300 * time.Millisecond):
-	}
-	if err := f.outbox.Notify(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	waitWake("after a notification from another pool")
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Listen returned %v on cancel, want nil", err)
-	}
-}
-
-// threeOwedTwoMarked projects three messages and marks the first two of
-// their deliveries delivered; it returns the three, in order.
-func (f *fixture) threeOwedTwoMarked() []domain.Delivery {
-	f.t.Helper()
-	for i := range 3 {
-		f.project(chattest.MessageCreated("r1", chattest.IDs("m", 3)[i], "x"))
-	}
-	ds := f.pending()
-	if err := f.outbox.MarkDelivered(context.Background(), []int64{ds[0].ID, ds[1].ID}); err != nil {
-		f.t.Fatal(err)
-	}
-	return ds
-}
-
-func TestPurgeDeletesOnlyDeliveredRowsPastRetention(t *testing.T) {
-	f := newFixture(t)
-	f.outbox.KeepDelivered()
-	ctx := context.Background()
-	ds := f.threeOwedTwoMarked()
-	f.db.Exec(`UPDATE deliveries SET delivered_at = now() - interval '2 hours' WHERE id = ?`, ds[0].ID)
-	n, err := f.outbox.Purge(ctx, time.Hour, 100)
-	if err != nil || n != 1 {
-		t.Fatalf("purged %d (err %v), want 1: only the row delivered two hours ago", n, err)
-	}
-	if left := f.count("deliveries", ""); left != 2 {
-		t.Errorf("deliveries left = %d, want 2 (one recently delivered, one pending)", left)
-	}
-	if got := f.pending(); len(got) != 1 || got[0].ID != ds[2].ID {
-		t.Errorf("pending after purge = %v, want the undelivered one", got)
-	}
-}
-
-// Generic plans made while tables are small turn into full scans as they
-// grow (seen: batches slowing from ~4,000 to ~1,700 events/s), so every
-// connection plans each execution with its parameters.
-func TestConnectionsUseCustomPlans(t *testing.T) {
-	f := newFixture(t)
-	var mode string
-	if err := f.db.Raw(`SHOW plan_cache_mode`).Scan(&mode).Error; err != nil {
-		t.Fatal(err)
-	}
-	if mode != "force_custom_plan" {
-		t.Errorf("plan_cache_mode = %q, want force_custom_plan", mode)
-	}
-}
-
-// A leader whose context ends (it is stopping) keeps the lock until it
-// releases it: otherwise another process could start sending while its last
-// calls are still in flight.
-func TestLeaderKeepsTheLockWhenItsContextEnds(t *testing.T) {
-	f := newFixture(t)
-	a, b := f.outbox, projections.NewOutbox(f.db)
-	if lead, err := a.Lead(context.Background()); err != nil || !lead {
-		t.Fatalf("lead=%v err=%v", lead, err)
-	}
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-	if lead, _ := a.Lead(cancelled); !lead {
-		t.Error("a cancelled context made the leader give up")
-	}
-	if lead, _ := b.Lead(context.Background()); lead {
-		t.Fatal("another outbox took the lock while the leader was only stopping")
-	}
-	a.Release()
-	if lead, err := b.Lead(context.Background()); err != nil || !lead {
-		t.Fatalf("after release: lead=%v err=%v", lead, err)
-	}
-	b.Release()
-}
-
-// A failed call counts an attempt and keeps the reason on the deliveries it
-// carried that are still owed; one already delivered (kept) is left alone.
-func TestRecordFailureCountsOnlyOwedDeliveries(t *testing.T) {
-	f := newFixture(t)
-	f.outbox.KeepDelivered()
-	ds := f.threeOwedTwoMarked()
-	if err := f.outbox.RecordFailure(context.Background(), []int64{ds[0].ID, ds[2].ID}, "503 Service Unavailable"); err != nil {
-		t.Fatal(err)
-	}
-	if n := f.count("deliveries", "id = ? AND attempts = 1 AND last_error = ? AND delivered_at IS NULL", ds[2].ID, "503 Service Unavailable"); n != 1 {
-		t.Errorf("the owed delivery does not count the failed attempt with its reason")
-	}
-	if n := f.count("deliveries", "id = ? AND attempts = 1 AND last_error IS NULL AND delivered_at IS NOT NULL", ds[0].ID); n != 1 {
-		t.Errorf("the delivered delivery was changed by a failure recorded after it")
-	}
-}
-
-// By default a delivery Pusher accepted is deleted; with KeepDelivered it
-// stays, marked delivered. Either way it is never pending again, and what
-// was not marked stays pending.
-func TestMarkDeliveredDeletesUnlessKept(t *testing.T) {
-	for _, keep := range []bool{false, true} {
-		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
-			f := newFixture(t)
-			if keep {
-				f.outbox.KeepDelivered()
-			}
-			ctx := context.Background()
-			ds := f.threeOwedTwoMarked()
-			if got := f.pending(); len(got) != 1 || got[0].ID != ds[2].ID {
-				t.Errorf("pending after marking two = %v, want the third", got)
-			}
-			wantRows, wantDelivered := int64(1), int64(0)
-			if keep {
-				wantRows, wantDelivered = 3, 2
-			}
-			if n := f.count("deliveries", ""); n != wantRows {
-				t.Errorf("outbox rows = %d, want %d", n, wantRows)
-			}
-			if n := f.count("deliveries", "delivered_at IS NOT NULL"); n != wantDelivered {
-				t.Errorf("rows marked delivered = %d, want %d", n, wantDelivered)
-			}
-			// Marking again (a retry after a lost answer) changes nothing.
-			if err := f.outbox.MarkDelivered(ctx, []int64{ds[0].ID}); err != nil {
-				t.Fatal(err)
-			}
-			if n := f.count("deliveries", ""); n != wantRows {
-				t.Errorf("outbox rows after marking again = %d, want %d", n, wantRows)
-			}
-			if n := f.count("deliveries", "delivered_at IS NOT NULL AND attempts = 1"); n != wantDelivered {
-				t.Errorf("rows marked delivered after one attempt each = %d, want %d (marking again must not count another attempt)", n, wantDelivered)
-			}
-		})
 	}
 }

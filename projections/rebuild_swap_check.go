@@ -22,8 +22,8 @@ import (
 var ErrSeqWouldRegress = errors.New("the rebuilt read models would lower rooms' last seq")
 
 // The comparison of every room's last_seq is done in two steps, so that
-// the swap's locks are not held for a scan of all rooms (about 2 s for a
-// million rooms here, against 55-120 ms for 100,000):
+// the swap's locks are not held for a scan of all rooms, which grows with
+// their number:
 //
 //  1. checkSeqsAhead, without locks, once the rebuilt tables hold every
 //     event up to the cursor (all committed): it finds the rooms below

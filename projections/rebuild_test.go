@@ -116,8 +116,8 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			f := newFixture(t)
 			events := workload(seed, 600)
-			for _, e := range events[:150] { // one by one
-				if _, err := f.p.Project(t.Context(), e.Envelope(t), noKafka); err != nil && !errors.Is(err, domain.ErrUnknownMessage) {
+			for _, e := range events[:150] { // one per batch
+				if _, err := f.projectOne(e.Envelope(t), noKafka); err != nil && !errors.Is(err, domain.ErrUnknownMessage) {
 					t.Fatal(err)
 				}
 			}

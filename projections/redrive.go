@@ -9,7 +9,7 @@ import (
 	"github.com/roomcast/roomcast/domain"
 )
 
-// A dead letter that `dlq redrive` sends back (Source.Redriven) is applied
+// A dead letter that `dlq redrive` sends back (Origin.Redriven) is applied
 // out of its partition's order: an edit dead-lettered as an unknown message
 // (it reached Kafka before its message) comes back after the message and,
 // often, after newer edits that applied live. Applied as live edits are, in

@@ -173,9 +173,9 @@ func TestBatchRefusesAnEventAServerErrorKeepsFailing(t *testing.T) {
 			t.Errorf("event %d: %v %v, want applied", i, results[i].Outcome, results[i].Err)
 		}
 	}
-	// One by one, the same.
-	if _, err := f.p.Project(context.Background(), evil, noKafka); !errors.Is(err, domain.ErrUnstorable) {
-		t.Errorf("Project = %v, want ErrUnstorable", err)
+	// The reference (ProjectOneByOne), the same.
+	if _, err := f.p.ProjectOneByOne(context.Background(), evil, noKafka); !errors.Is(err, domain.ErrUnstorable) {
+		t.Errorf("ProjectOneByOne = %v, want ErrUnstorable", err)
 	}
 }
 
@@ -193,8 +193,8 @@ func TestBatchWithABrokenSchemaFailsTransiently(t *testing.T) {
 		if err == nil || domain.IsPermanent(err) {
 			t.Fatalf("ProjectBatch of %d = %v, %v; want a transient error", len(batch), results, err)
 		}
-		if _, err := f.p.Project(context.Background(), batch[0], noKafka); err == nil || domain.IsPermanent(err) {
-			t.Fatalf("Project = %v; want a transient error", err)
+		if _, err := f.p.ProjectOneByOne(context.Background(), batch[0], noKafka); err == nil || domain.IsPermanent(err) {
+			t.Fatalf("ProjectOneByOne = %v; want a transient error", err)
 		}
 	}
 	if n := f.count("events", "true"); n != 0 {

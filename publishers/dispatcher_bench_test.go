@@ -166,7 +166,7 @@ func BenchmarkDispatcherLatency(b *testing.B) {
 				room := fmt.Sprintf("room-%d", n%200)
 				id := fmt.Sprintf("m-%d", n)
 				e := chattest.MessageCreated(room, id, "hello")
-				if _, err := projector.Project(ctx, e.Envelope(b), projections.Origin{Partition: -1}); err != nil {
+				if _, err := projectOne(ctx, projector, e.Envelope(b), projections.Origin{Partition: -1}); err != nil {
 					b.Error(err)
 					return
 				}

@@ -128,11 +128,21 @@ func run(t *testing.T, d *publishers.Dispatcher) (stop func() error) {
 // project projects e and fails the test when that fails.
 func (f *fixture) project(e *chattest.Event) projections.Outcome {
 	f.t.Helper()
-	out, err := f.projector.Project(f.t.Context(), e.Envelope(f.t), noKafka)
+	out, err := projectOne(f.t.Context(), f.projector, e.Envelope(f.t), noKafka)
 	if err != nil {
 		f.t.Fatalf("project %s %s: %v", e.Type, e.ID, err)
 	}
 	return out
+}
+
+// projectOne projects env alone, in a batch of one, as the worker does
+// with an event that arrives on its own.
+func projectOne(ctx context.Context, p *projections.Projector, env domain.Envelope, origin projections.Origin) (projections.Outcome, error) {
+	results, err := p.ProjectBatch(ctx, []projections.Item{{Env: env, Origin: origin}})
+	if err != nil {
+		return 0, err
+	}
+	return results[0].Outcome, results[0].Err
 }
 
 // waitEvents waits until the fake Pusher has recorded at least n events.
@@ -274,7 +284,7 @@ func (f *fixture) projectRooms(rooms []string, perRoom int, build func(room stri
 					errs <- err
 					return
 				}
-				if out, err := f.projector.Project(f.t.Context(), env, noKafka); err != nil {
+				if out, err := projectOne(f.t.Context(), f.projector, env, noKafka); err != nil {
 					errs <- fmt.Errorf("project %s in %s: %w", e.ID, room, err)
 					return
 				} else if out != projections.Applied {

@@ -160,7 +160,7 @@ func TestHandoffWaitsForUnreadEarlierDeliveries(t *testing.T) {
 	other := projections.NewProjector(f.db, nil, nil)
 	for i := 1; i <= 3; i++ {
 		e := chattest.MessageCreated("room-o", fmt.Sprintf("o-%d", i), "before")
-		if _, err := other.Project(t.Context(), e.Envelope(t), noKafka); err != nil {
+		if _, err := projectOne(t.Context(), other, e.Envelope(t), noKafka); err != nil {
 			t.Fatal(err)
 		}
 	}

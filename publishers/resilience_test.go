@@ -63,7 +63,7 @@ func (f *fixture) stream(rooms []string, perRoom, workers int, gap time.Duration
 					env, err := decode(e)
 					if err == nil {
 						var out projections.Outcome
-						out, err = f.projector.Project(f.t.Context(), env, noKafka)
+						out, err = projectOne(f.t.Context(), f.projector, env, noKafka)
 						if err == nil && out != projections.Applied {
 							err = fmt.Errorf("project %s in %s: outcome %v, want applied", e.ID, room, out)
 						}
