@@ -9,19 +9,27 @@ FUZZTIME ?= 20s
 run:
 	$(GO) run ./cmd/roomcast dev
 
+# CHECKS: the cross-checks of deployments/ against the roomcast binary, a
+# module of their own (Kubernetes, kustomize, BuildKit and compose-go stay out
+# of roomcast's go.mod). Without -race: roomcast runs there as a subprocess,
+# built without it (the product's own tests run with it), and the race
+# detector would only rebuild the parsing libraries.
+CHECKS  ?= deployments/checks
 # ALERTS: the alert rules' tests, a module of their own (Prometheus' engine
 # stays out of roomcast's go.mod). Without -race: they run in one goroutine,
 # and building Prometheus with the race detector costs two minutes.
 ALERTS  ?= deployments/alerts
 
-## test: the whole real-parts suite with -race, the alert rules, then a short fuzz of the event decoder
+## test: the whole real-parts suite with -race, the deployment checks, the alert rules, then a short fuzz of the event decoder
 test: vet
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	cd $(CHECKS) && $(GO) test -count=1 -timeout 10m ./...
 	cd $(ALERTS) && $(GO) test -count=1 ./...
 	$(GO) test ./domain/ -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME)
 
 vet:
 	$(GO) vet $(PKGS)
+	cd $(CHECKS) && $(GO) vet ./...
 	cd $(ALERTS) && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (echo "gofmt needed on:"; gofmt -l .; exit 1)
 

@@ -1,4 +1,4 @@
-package main
+package checks
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 // the event store's history.
 func TestRuntimeRole(t *testing.T) {
 	t.Parallel()
-	s := newStack(t) // migrated by the test cluster's owner role
+	s := newStack(t, roomcastBinary(t)) // migrated by the test cluster's owner role
 	sqlFile, err := os.ReadFile(filepath.Join("..", "..", "deployments", "postgres", "runtime-role.sql"))
 	if err != nil {
 		t.Fatal(err)

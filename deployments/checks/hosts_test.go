@@ -1,4 +1,4 @@
-package main
+package checks
 
 import (
 	"bytes"
@@ -184,17 +184,9 @@ func checkHealthcheckCommand(f *codeFacts, where string, test, entrypoint []stri
 		fs.add("%s: %v", where, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var out bytes.Buffer
-	env := func(name string) string {
-		if name == "HTTP_ADDR" {
-			return f.workerAddr
-		}
-		return ""
-	}
-	if err := run(ctx, args, env, nil, &out, io.Discard); err != nil {
-		fs.add("%s: `roomcast %s` fails against a running worker: %v", where, strings.Join(args, " "), err)
+	env := map[string]string{"HTTP_ADDR": f.workerAddr}
+	if code, out, errOut, err := roomcastCmd(f.bin, args, env, 10*time.Second); code != 0 || err != nil {
+		fs.add("%s: `roomcast %s` fails against a running worker: exit %d %v %s", where, strings.Join(args, " "), code, err, strings.TrimSpace(out+errOut))
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package checks
 
 import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"

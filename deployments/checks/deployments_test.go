@@ -1,4 +1,4 @@
-package main
+package checks
 
 import (
 	"maps"
@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/roomcast/roomcast/config"
 )
 
 // TestDeployments checks everything in deployments/ that can be checked
@@ -16,9 +18,11 @@ import (
 // Dockerfile, parsed and linted by BuildKit; the systemd unit; the Grafana
 // dashboard and the alerts. The settings, commands, port, probe paths,
 // shutdown timeout and metric names they use are read from the code when the
-// test runs (a running worker's registry and endpoints, the settings each
-// command reads), so what other changes add is checked too.
+// test runs (the roomcast binary, built from the repository: a running
+// worker's /metrics and endpoints, the command lines it accepts; the settings
+// config.Load reads), so what other changes add is checked too.
 func TestDeployments(t *testing.T) {
+	t.Parallel()
 	f := newDeploymentFacts(t)
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -135,6 +139,14 @@ func TestDeployments(t *testing.T) {
 		{"dashboard grouping by a label the metric lacks", "grafana", "grafana/roomcast.json",
 			"sum by (status) (rate(roomcast_pusher_calls_total", "sum by (code) (rate(roomcast_pusher_calls_total", `groups by "code"`},
 	}
+	// So can the parts of the configuration each command is taken to
+	// validate: they are checked against what the binary reports.
+	t.Run("commands", func(t *testing.T) {
+		wrong := &codeFacts{bin: f.bin, commands: map[string][]config.Need{"migrate": {config.Database, config.HTTP}}, reads: map[string]map[string]bool{}}
+		if _, err := wrong.command([]string{"migrate", "up"}); err == nil || !strings.Contains(err.Error(), "deployableCommands is out of date") {
+			t.Errorf("migrate taken to need the database and HTTP went unnoticed: %v", err)
+		}
+	})
 	t.Run("mutations", func(t *testing.T) {
 		for _, m := range mutations {
 			t.Run(m.name, func(t *testing.T) {
