@@ -10,7 +10,7 @@
 --
 -- once the role exists (an administrator creates it, e.g.
 -- CREATE ROLE roomcast_run LOGIN PASSWORD '...'). Running it again is harmless.
--- cmd/roomcast's TestRuntimeRole runs this file and then the worker as that
+-- deployments/checks' TestRuntimeRole runs this file and then the worker as that
 -- role; it fails if a grant the worker needs is missing here.
 
 DO $$ BEGIN
