@@ -19,6 +19,7 @@ import (
 
 	"github.com/roomcast/roomcast/internal/fakepusher"
 	"github.com/roomcast/roomcast/internal/localstack"
+	"github.com/roomcast/roomcast/worker"
 )
 
 // runDev is `roomcast dev`: the whole flow on one machine with embedded
@@ -126,13 +127,24 @@ func runDev(ctx context.Context, args []string, env config.Getenv, stdout, stder
 		return err
 	}
 
-	return runWorkerWith(ctx, cfg, log, func(w *worker) {
+	w, err := worker.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-w.Started():
+		case <-runCtx.Done():
+			return
+		}
 		say("")
 		say("roomcast dev is running")
 		say("  kafka     %s  (topic %s, dead letters %s, data in %s)", strings.Join(kafka.Brokers(), ","), topic, dlq, filepath.Join(absDir, "kafka"))
 		say("  postgres  %s", redactURL(databaseURL))
 		say("  pusher    %s", pusherWhere)
-		say("  metrics   http://%s/metrics   health http://%s/readyz", w.addr, w.addr)
+		say("  metrics   http://%s/metrics   health http://%s/readyz", w.Addr(), w.Addr())
 		say("  send more events:  go run ./cmd/roomcast sample | go run ./cmd/roomcast emit -brokers %s", strings.Join(kafka.Brokers(), ","))
 		say("  stop with Ctrl-C")
 		say("")
@@ -144,7 +156,8 @@ func runDev(ctx context.Context, args []string, env config.Getenv, stdout, stder
 			}
 			say("sent a sample conversation of %d events to %s", n, topic)
 		}
-	})
+	}()
+	return w.Run(runCtx)
 }
 
 func produceSample(cfg config.Config) (int, error) {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/roomcast/roomcast/config"
+	"github.com/roomcast/roomcast/worker"
 )
 
 const usage = `roomcast: chat events from Kafka into Postgres and out to Pusher
@@ -176,6 +177,16 @@ func commandUsage(cmd string) string {
 		return usage
 	}
 	return "Usage:\n" + strings.Join(lines, "\n") + "\n\nConfiguration comes from the environment; see README.md.\n"
+}
+
+// runWorker is `roomcast run`: it checks the schema, then consumes, projects
+// and fans out until ctx ends, and stops within cfg.ShutdownTimeout.
+func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	w, err := worker.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
