@@ -7,7 +7,7 @@ FUZZTIME ?= 20s
 
 ## run: everything on this machine with embedded defaults (in-process Kafka, throwaway Postgres, local Pusher capture)
 run:
-	$(GO) run ./cmd/roomcast dev
+	$(GO) run ./cmd/roomcast-dev
 
 # ALERTS: the alert rules' tests, a module of their own (Prometheus' engine
 # stays out of roomcast's go.mod). Without -race: they run in one goroutine,

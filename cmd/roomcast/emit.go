@@ -4,19 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"time"
-
-	"github.com/roomcast/roomcast/config"
 
 	"github.com/IBM/sarama"
 
-	"github.com/roomcast/roomcast/domain"
+	"github.com/roomcast/roomcast/config"
+	"github.com/roomcast/roomcast/internal/feed"
 )
 
 // runEmit is `roomcast emit`: CloudEvents JSON lines on stdin to Kafka, keyed
@@ -77,7 +74,7 @@ func runEmit(ctx context.Context, args []string, env config.Getenv, stdin io.Rea
 		if len(raw) == 0 {
 			continue
 		}
-		key, err := eventKey(raw, cfg.EventMaxBytes, *allowInvalid)
+		key, err := feed.Key(raw, cfg.EventMaxBytes, *allowInvalid)
 		if err != nil {
 			rejected++
 			rejects = append(rejects, fmt.Errorf("line %d: %w", line, err))
@@ -109,25 +106,4 @@ func runEmit(ctx context.Context, args []string, env config.Getenv, stdin io.Rea
 		return fmt.Errorf("%d lines rejected:\n%w", rejected, errors.Join(rejects...))
 	}
 	return ctx.Err()
-}
-
-// eventKey validates one line (values up to maxBytes, EVENT_MAX_BYTES, as
-// the worker reads them) and returns its Kafka key. With allowInvalid a
-// line that breaks the contract is still sent if it is a JSON object, keyed by
-// its subject when it has one.
-func eventKey(raw []byte, maxBytes int, allowInvalid bool) (string, error) {
-	env, err := domain.Decoder{MaxValueBytes: maxBytes}.Decode(raw)
-	if err == nil {
-		return domain.PartitionKey(env.Event), nil
-	}
-	if !allowInvalid {
-		return "", err
-	}
-	var head struct {
-		Subject string `json:"subject"`
-	}
-	if json.Unmarshal(raw, &head) != nil && !strings.HasPrefix(string(raw), "{") {
-		return "", fmt.Errorf("not a JSON object")
-	}
-	return head.Subject, nil
 }
