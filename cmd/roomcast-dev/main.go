@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/IBM/sarama"
-
 	"github.com/roomcast/roomcast/config"
 	"github.com/roomcast/roomcast/internal/feed"
 	"github.com/roomcast/roomcast/worker"
@@ -146,20 +144,25 @@ func (s *stack) announce(workerAddr string) {
 	s.say("")
 }
 
+// produceSample sends a sample conversation to cfg.Topic and returns how
+// many events it holds.
 func produceSample(cfg config.Config) (int, error) {
-	producer, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, cfg.Kafka.ProducerConfig())
+	producer, err := feed.NewProducer(cfg.Kafka, cfg.Topic)
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = producer.Close() }()
-	lines := feed.Sample(2, 3, time.Now())
-	msgs := make([]*sarama.ProducerMessage, 0, len(lines))
-	for _, line := range lines {
+	for _, line := range feed.Sample(2, 3, time.Now()) {
 		key, err := feed.Key([]byte(line), 0, false)
 		if err != nil {
 			return 0, err
 		}
-		msgs = append(msgs, &sarama.ProducerMessage{Topic: cfg.Topic, Key: sarama.StringEncoder(key), Value: sarama.StringEncoder(line)})
+		if err := producer.Add(key, []byte(line)); err != nil {
+			return 0, err
+		}
 	}
-	return len(msgs), producer.SendMessages(msgs)
+	if err := producer.Flush(); err != nil {
+		return 0, err
+	}
+	return producer.Sent(), nil
 }
