@@ -7,7 +7,7 @@ FUZZTIME ?= 20s
 
 ## run: everything on this machine with embedded defaults (in-process Kafka, throwaway Postgres, local Pusher capture)
 run:
-	$(GO) run ./cmd/roomcast dev
+	$(GO) run ./cmd/roomcast-dev
 
 # CHECKS: the cross-checks of deployments/ against the roomcast binary, a
 # module of their own (Kubernetes, kustomize, BuildKit and compose-go stay out

@@ -18,7 +18,7 @@ func TestCommandArguments(t *testing.T) {
 	for _, args := range [][]string{
 		{"run", "--help"}, {"run", "-h"}, {"run", "-help"}, {"run", "help"},
 		{"migrate", "-h"}, {"migrate", "down", "--help"}, {"healthcheck", "-h"}, {"emit", "--help"},
-		{"sample", "help"}, {"dev", "-h"}, {"replay", "rebuild", "-h"}, {"dlq", "--help"},
+		{"sample", "help"}, {"replay", "rebuild", "-h"}, {"dlq", "--help"},
 	} {
 		out, _, err := runQuick(t, 10*time.Second, args, env, strings.NewReader(""))
 		if err != nil {
@@ -31,7 +31,7 @@ func TestCommandArguments(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"run", "now"}, {"run", "-verbose"}, {"run", "--", "x"},
-		{"emit", "events.jsonl"}, {"sample", "3"}, {"dev", "fast"}, {"healthcheck", "ready"},
+		{"emit", "events.jsonl"}, {"sample", "3"}, {"healthcheck", "ready"},
 	} {
 		out, _, err := runQuick(t, 10*time.Second, args, env, strings.NewReader(""))
 		if !errors.Is(err, errUsage) {

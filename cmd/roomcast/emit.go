@@ -4,19 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strings"
-	"time"
 
 	"github.com/roomcast/roomcast/config"
-
-	"github.com/IBM/sarama"
-
-	"github.com/roomcast/roomcast/domain"
+	"github.com/roomcast/roomcast/internal/feed"
 )
 
 // runEmit is `roomcast emit`: CloudEvents JSON lines on stdin to Kafka, keyed
@@ -45,26 +39,14 @@ func runEmit(ctx context.Context, args []string, env config.Getenv, stdin io.Rea
 	if err != nil {
 		return err
 	}
-	producer, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, cfg.Kafka.ProducerConfig())
+	producer, err := feed.NewProducer(cfg.Kafka, cfg.Topic)
 	if err != nil {
-		return fmt.Errorf("connect to kafka %v: %w", cfg.Kafka.Brokers, err)
+		return err
 	}
 	defer func() { _ = producer.Close() }()
 
-	sent, rejected := 0, 0
+	rejected := 0
 	var rejects []error
-	var pending []*sarama.ProducerMessage
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		if err := producer.SendMessages(pending); err != nil {
-			return fmt.Errorf("produce to %s: %w", cfg.Topic, err)
-		}
-		sent += len(pending)
-		pending = pending[:0]
-		return nil
-	}
 	scanner := bufio.NewScanner(stdin)
 	scanner.Buffer(make([]byte, 1<<20), 16<<20)
 	line := 0
@@ -77,30 +59,23 @@ func runEmit(ctx context.Context, args []string, env config.Getenv, stdin io.Rea
 		if len(raw) == 0 {
 			continue
 		}
-		key, err := eventKey(raw, cfg.EventMaxBytes, *allowInvalid)
+		key, err := feed.Key(raw, cfg.EventMaxBytes, *allowInvalid)
 		if err != nil {
 			rejected++
 			rejects = append(rejects, fmt.Errorf("line %d: %w", line, err))
 			continue
 		}
-		msg := &sarama.ProducerMessage{Topic: cfg.Topic, Value: sarama.ByteEncoder(bytes.Clone(raw)), Timestamp: time.Now()}
-		if key != "" {
-			msg.Key = sarama.StringEncoder(key)
-		}
-		pending = append(pending, msg)
-		if len(pending) == 500 {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := producer.Add(key, raw); err != nil {
+			return err
 		}
 	}
 	if err := scanner.Err(); err != nil {
 		return fmt.Errorf("read stdin after line %d: %w", line, err)
 	}
-	if err := flush(); err != nil {
+	if err := producer.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "sent %d events to %s", sent, cfg.Topic)
+	fmt.Fprintf(stdout, "sent %d events to %s", producer.Sent(), cfg.Topic)
 	if rejected > 0 {
 		fmt.Fprintf(stdout, ", rejected %d lines", rejected)
 	}
@@ -109,25 +84,4 @@ func runEmit(ctx context.Context, args []string, env config.Getenv, stdin io.Rea
 		return fmt.Errorf("%d lines rejected:\n%w", rejected, errors.Join(rejects...))
 	}
 	return ctx.Err()
-}
-
-// eventKey validates one line (values up to maxBytes, EVENT_MAX_BYTES, as
-// the worker reads them) and returns its Kafka key. With allowInvalid a
-// line that breaks the contract is still sent if it is a JSON object, keyed by
-// its subject when it has one.
-func eventKey(raw []byte, maxBytes int, allowInvalid bool) (string, error) {
-	env, err := domain.Decoder{MaxValueBytes: maxBytes}.Decode(raw)
-	if err == nil {
-		return domain.PartitionKey(env.Event), nil
-	}
-	if !allowInvalid {
-		return "", err
-	}
-	var head struct {
-		Subject string `json:"subject"`
-	}
-	if json.Unmarshal(raw, &head) != nil && !strings.HasPrefix(string(raw), "{") {
-		return "", fmt.Errorf("not a JSON object")
-	}
-	return head.Subject, nil
 }

@@ -11,11 +11,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
 	"github.com/roomcast/roomcast/config"
+	"github.com/roomcast/roomcast/worker"
 )
 
 const usage = `roomcast: chat events from Kafka into Postgres and out to Pusher
@@ -27,7 +27,6 @@ Usage:
   roomcast healthcheck [-ready]     exit 0 when the worker at HTTP_ADDR answers /healthz (/readyz) with 200
   roomcast emit [-brokers B] [-topic T] read CloudEvents JSON lines on stdin and produce them to Kafka
   roomcast sample [-rooms N] [-messages N]  print a sample conversation as CloudEvents JSON lines
-  roomcast dev                      everything on one machine: in-process Kafka, throwaway Postgres, local Pusher capture
   roomcast replay rebuild [-dry-run] [-restart]   rebuild the read models from the events table (sends nothing)
   roomcast replay kafka -from earliest|<RFC3339> [-notify] [-dry-run]   re-consume the topic's history
   roomcast dlq list [-id ID] [-reason TEXT]        show the dead-letter topic
@@ -46,7 +45,7 @@ func main() {
 	// embedded in tests.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	tuneGC(os.Getenv)
+	worker.TuneGC(os.Getenv)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	switch {
 	case err == nil:
@@ -56,30 +55,6 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "roomcast: %v\n", err)
 		os.Exit(1)
-	}
-}
-
-// defaultGOMEMLIMIT and defaultGOGC tune the Go collector unless the
-// runtime's own GOMEMLIMIT and GOGC are set. Under a backlog `roomcast run`
-// holds a few thousand events and their handler goroutines (~70-120 MB of
-// heap, ~60 MB of stacks) and allocates ~3.5 GB per 200,000 events, so at
-// the runtime's GOGC of 100 it collected five times a second and spent over a
-// quarter of its CPU on it. GOGC=200 halves that (BenchmarkIngest: +13-20%
-// events/s), and the soft limit keeps the process under 300 MB of RSS with
-// the default in-flight caps (peak ~270 MB): the collector works harder
-// before the process passes it. A lower limit than the in-flight caps need
-// makes the collector run all the time (200 MiB: -35% events/s).
-const (
-	defaultGOMEMLIMIT = 256 << 20
-	defaultGOGC       = 200
-)
-
-func tuneGC(getenv config.Getenv) {
-	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultGOMEMLIMIT)
-	}
-	if getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGOGC)
 	}
 }
 
@@ -118,8 +93,6 @@ func runCommand(ctx context.Context, cmd string, rest []string, env config.Geten
 		return runEmit(ctx, rest, env, stdin, stdout)
 	case "sample":
 		return runSample(rest, stdout)
-	case "dev":
-		return runDev(ctx, rest, env, stdout, stderr)
 	case "replay":
 		return runReplay(ctx, rest, env, stdout, stderr)
 	case "dlq":
@@ -178,10 +151,15 @@ func commandUsage(cmd string) string {
 	return "Usage:\n" + strings.Join(lines, "\n") + "\n\nConfiguration comes from the environment; see README.md.\n"
 }
 
-func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+// runWorker is `roomcast run`: it checks the schema, then consumes, projects
+// and fans out until ctx ends, and stops within cfg.ShutdownTimeout.
+func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	w, err := worker.New(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return w.Run(ctx)
 }
+
+// newLogger is the logger of a command (LOG_LEVEL, LOG_FORMAT).
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger { return cfg.Logger(w) }

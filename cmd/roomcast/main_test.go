@@ -20,11 +20,13 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomcast/roomcast/consumers"
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/fakepusher"
 	"github.com/roomcast/roomcast/internal/testsupport"
+	"github.com/roomcast/roomcast/worker"
 )
 
 func TestMain(m *testing.M) { testsupport.Main(m) }
@@ -183,18 +185,27 @@ func (w *inprocWorker) waitReady() {
 	waitHTTPReady(w.t, w.addr, w.done, w.logs)
 }
 
-// runWorkerFor runs `roomcast run` with cfg in this process (runWorkerWith,
-// so that the test can reach the worker's registry and components) until t
-// ends, and returns it once /readyz answers 200, with its log.
-func runWorkerFor(t *testing.T, cfg config.Config) (*worker, *syncBuffer) {
+// testWorker is a worker started by runWorkerFor: the address it serves on
+// and the registry of the metrics it serves.
+type testWorker struct {
+	addr     string
+	registry *prometheus.Registry
+}
+
+// runWorkerFor runs `roomcast run` with cfg in this process (worker.New, so
+// that the test can reach the worker's registry) until t ends, and returns
+// it once /readyz answers 200, with its log.
+func runWorkerFor(t *testing.T, cfg config.Config) (*testWorker, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan *worker, 1)
+	w, err := worker.New(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		cancel()
+		t.Fatalf("worker exited at start: %v\nlog tail:\n%s", err, logs.tail(40))
+	}
 	done := make(chan error, 1)
-	go func() {
-		done <- runWorkerWith(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), func(w *worker) { started <- w })
-	}()
+	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -206,16 +217,15 @@ func runWorkerFor(t *testing.T, cfg config.Config) (*worker, *syncBuffer) {
 			t.Errorf("worker did not stop within 45s")
 		}
 	})
-	var w *worker
 	select {
-	case w = <-started:
+	case <-w.Started():
 	case err := <-done:
 		t.Fatalf("worker exited at start: %v\nlog tail:\n%s", err, logs.tail(40))
 	case <-time.After(60 * time.Second):
 		t.Fatalf("worker did not start within 60s\nlog tail:\n%s", logs.tail(40))
 	}
-	waitHTTPReady(t, w.addr, done, logs)
-	return w, logs
+	waitHTTPReady(t, w.Addr(), done, logs)
+	return &testWorker{addr: w.Addr(), registry: w.Registry()}, logs
 }
 
 func waitHTTPReady(t *testing.T, addr string, done <-chan error, logs *syncBuffer) {
@@ -574,4 +584,14 @@ func (b *syncBuffer) tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

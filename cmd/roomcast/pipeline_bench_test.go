@@ -80,7 +80,7 @@ func BenchmarkPipeline(b *testing.B) {
 		runCtx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		start := time.Now()
-		go func() { done <- runWorkerWith(runCtx, cfg, slog.New(slog.DiscardHandler), nil) }()
+		go func() { done <- runWorker(runCtx, cfg, slog.New(slog.DiscardHandler)) }()
 		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		if err := pusher.WaitForEvents(waitCtx, events); err != nil {
 			b.Fatalf("delivered %d of %d: %v", len(pusher.Events()), events, err)

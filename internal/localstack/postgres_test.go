@@ -168,7 +168,7 @@ func TestPostgresReusesDir(t *testing.T) {
 	exec(t, url, "INSERT INTO kept VALUES (1)")
 
 	t.Run("server left running by an earlier run", func(t *testing.T) {
-		// As if `roomcast dev` had been killed: its server is still up
+		// As if `roomcast-dev` had been killed: its server is still up
 		// and a new run starts on the same directory.
 		second := startPostgres(t, localstack.PostgresConfig{Dir: dir})
 		if n := count(t, second.URL("kept"), "kept"); n != 1 {

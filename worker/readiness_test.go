@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"bytes"
@@ -116,9 +116,9 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// proxiedWorker runs `roomcast run` in process with its database behind a
+// proxiedWorker runs a worker with env and its database (dbURL) behind a
 // proxy and returns the worker, its logs and the proxy.
-func proxiedWorker(t *testing.T, s *stack, dbURL string) (*worker, *syncBuffer, *tcpProxy) {
+func proxiedWorker(t *testing.T, env map[string]string, dbURL string) (*Worker, *syncBuffer, *tcpProxy) {
 	t.Helper()
 	u, err := url.Parse(dbURL)
 	if err != nil {
@@ -126,11 +126,16 @@ func proxiedWorker(t *testing.T, s *stack, dbURL string) (*worker, *syncBuffer, 
 	}
 	proxy := startTCPProxy(t, u.Host)
 	u.Host = proxy.addr()
-	cfg, err := config.Load(s.getenv(map[string]string{"DATABASE_URL": u.String(), "HTTP_ADDR": "127.0.0.1:0"}), config.Kafka, config.Database, config.Pusher, config.HTTP)
+	cfg, err := config.Load(func(name string) string {
+		if name == "DATABASE_URL" {
+			return u.String()
+		}
+		return env[name]
+	}, config.Kafka, config.Database, config.Pusher, config.HTTP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, logs := runWorkerFor(t, cfg)
+	w, logs := runWorker(t, cfg)
 	return w, logs, proxy
 }
 
@@ -139,15 +144,15 @@ func proxiedWorker(t *testing.T, s *stack, dbURL string) (*worker, *syncBuffer, 
 // password, and the log has the detail once (without the password).
 func TestReadyzHidesDatabaseDetails(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
+	env := testEnv(t)
 	// The test cluster trusts local connections: the password is ignored,
 	// but it is in the URL the worker has.
 	const pw = "readyz-pw-51c2e"
-	dbURL := strings.Replace(s.dbURL, "postgres://postgres@", "postgres://postgres:"+pw+"@", 1)
-	if dbURL == s.dbURL {
-		t.Fatalf("cannot add a password to %s", s.dbURL)
+	dbURL := strings.Replace(env["DATABASE_URL"], "postgres://postgres@", "postgres://postgres:"+pw+"@", 1)
+	if dbURL == env["DATABASE_URL"] {
+		t.Fatalf("cannot add a password to %s", env["DATABASE_URL"])
 	}
-	w, logs, proxy := proxiedWorker(t, s, dbURL)
+	w, logs, proxy := proxiedWorker(t, env, dbURL)
 	u, _ := url.Parse(dbURL)
 	host, port, _ := net.SplitHostPort(proxy.addr())
 	dbName := strings.TrimPrefix(u.Path, "/")
@@ -212,8 +217,8 @@ func TestReadyzHidesDatabaseDetails(t *testing.T) {
 // rounds, not one ping and version read per request.
 func TestReadyzBoundedChecks(t *testing.T) {
 	t.Parallel()
-	s := newStack(t)
-	w, _, proxy := proxiedWorker(t, s, s.dbURL)
+	env := testEnv(t)
+	w, _, proxy := proxiedWorker(t, env, env["DATABASE_URL"])
 
 	const waves, concurrent = 10, 30
 	pings0 := proxy.pings.Load()

@@ -1,16 +1,13 @@
-package main
+package worker
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"regexp"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/roomcast/roomcast/config"
 )
 
 // problemSource is a component that knows why events are not progressing
@@ -235,28 +232,4 @@ func (r *readiness) shortLine(p string) string {
 		p = strings.ToValidUTF8(p[:maxProblemLen], "") + "..."
 	}
 	return p
-}
-
-// secretsOf lists what must never reach a log line: the database URL and
-// its password (raw and URL-encoded), the Kafka SASL password, the Pusher
-// secret.
-func secretsOf(cfg config.Config) []string {
-	out := []string{cfg.DatabaseURL, cfg.Kafka.SASLPassword, cfg.Pusher.Secret}
-	if u, err := url.Parse(cfg.DatabaseURL); err == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok {
-			out = append(out, pw, url.QueryEscape(pw), url.PathEscape(pw))
-		}
-	}
-	for _, kv := range strings.Fields(cfg.DatabaseURL) { // key=value form
-		if v, ok := strings.CutPrefix(kv, "password="); ok {
-			out = append(out, strings.Trim(v, `'`))
-		}
-	}
-	var nonEmpty []string
-	for _, s := range out {
-		if len(s) >= 3 { // a one- or two-character secret would blank ordinary words
-			nonEmpty = append(nonEmpty, s)
-		}
-	}
-	return nonEmpty
 }
