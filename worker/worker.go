@@ -75,9 +75,6 @@ func (w *Worker) Addr() string { return w.addr }
 // Run fails first).
 func (w *Worker) Started() <-chan struct{} { return w.started }
 
-// Registry holds the metrics the worker serves on /metrics.
-func (w *Worker) Registry() *prometheus.Registry { return w.registry }
-
 // Run consumes, projects and fans out until ctx ends, then stops within
 // cfg.ShutdownTimeout: the consumer first finishes its event in flight and
 // commits offsets, the dispatcher settles its call in flight.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -20,13 +19,11 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomcast/roomcast/consumers"
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/fakepusher"
 	"github.com/roomcast/roomcast/internal/testsupport"
-	"github.com/roomcast/roomcast/worker"
 )
 
 func TestMain(m *testing.M) { testsupport.Main(m) }
@@ -183,49 +180,6 @@ func (w *inprocWorker) stop() {
 func (w *inprocWorker) waitReady() {
 	w.t.Helper()
 	waitHTTPReady(w.t, w.addr, w.done, w.logs)
-}
-
-// testWorker is a worker started by runWorkerFor: the address it serves on
-// and the registry of the metrics it serves.
-type testWorker struct {
-	addr     string
-	registry *prometheus.Registry
-}
-
-// runWorkerFor runs `roomcast run` with cfg in this process (worker.New, so
-// that the test can reach the worker's registry) until t ends, and returns
-// it once /readyz answers 200, with its log.
-func runWorkerFor(t *testing.T, cfg config.Config) (*testWorker, *syncBuffer) {
-	t.Helper()
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := worker.New(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		cancel()
-		t.Fatalf("worker exited at start: %v\nlog tail:\n%s", err, logs.tail(40))
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("worker: run returned %v\nlog tail:\n%s", err, logs.tail(40))
-			}
-		case <-time.After(45 * time.Second):
-			t.Errorf("worker did not stop within 45s")
-		}
-	})
-	select {
-	case <-w.Started():
-	case err := <-done:
-		t.Fatalf("worker exited at start: %v\nlog tail:\n%s", err, logs.tail(40))
-	case <-time.After(60 * time.Second):
-		t.Fatalf("worker did not start within 60s\nlog tail:\n%s", logs.tail(40))
-	}
-	waitHTTPReady(t, w.Addr(), done, logs)
-	return &testWorker{addr: w.Addr(), registry: w.Registry()}, logs
 }
 
 func waitHTTPReady(t *testing.T, addr string, done <-chan error, logs *syncBuffer) {
@@ -584,14 +538,4 @@ func (b *syncBuffer) tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func grepLines(s, substr string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
