@@ -11,7 +11,6 @@ import (
 	"github.com/roomcast/roomcast/config"
 	"github.com/roomcast/roomcast/internal/fakepusher"
 	"github.com/roomcast/roomcast/internal/localstack"
-	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 )
 
@@ -127,19 +126,11 @@ func (s *stack) startPusher(overrides map[string]string) error {
 
 // migrateUp applies roomcast's migrations to the database at databaseURL.
 func migrateUp(ctx context.Context, databaseURL string) error {
-	db, err := projections.Open(ctx, databaseURL, 2)
+	db, m, err := projections.OpenForMigrations(ctx, databaseURL)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = projections.Close(db) }()
-	sqlDB, err := projections.SQL(db)
-	if err != nil {
-		return err
-	}
-	m, err := migrations.New(sqlDB)
-	if err != nil {
-		return err
-	}
 	_, err = m.Up(ctx)
 	return err
 }

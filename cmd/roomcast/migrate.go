@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/roomcast/roomcast/config"
-
 	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 )
@@ -55,19 +54,11 @@ func migrate(ctx context.Context, databaseURL, action string, stdout io.Writer) 
 }
 
 func migrateWith(ctx context.Context, databaseURL, action string, dropTables bool, stdout io.Writer) error {
-	db, err := projections.Open(ctx, databaseURL, 2)
+	db, m, err := projections.OpenForMigrations(ctx, databaseURL)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = projections.Close(db) }()
-	sqlDB, err := projections.SQL(db)
-	if err != nil {
-		return err
-	}
-	m, err := migrations.New(sqlDB)
-	if err != nil {
-		return err
-	}
 	switch action {
 	case "up":
 		applied, err := m.Up(ctx)

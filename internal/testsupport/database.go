@@ -5,7 +5,6 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/roomcast/roomcast/migrations"
 	"github.com/roomcast/roomcast/projections"
 )
 
@@ -14,21 +13,19 @@ import (
 func Database(t testing.TB, maxConns int) (*gorm.DB, string) {
 	t.Helper()
 	url := Postgres(t)
+	mdb, m, err := projections.OpenForMigrations(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Up(t.Context())
+	_ = projections.Close(mdb)
+	if err != nil {
+		t.Fatal(err)
+	}
 	db, err := projections.Open(t.Context(), url, maxConns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = projections.Close(db) })
-	sqlDB, err := projections.SQL(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := migrations.New(sqlDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Up(t.Context()); err != nil {
-		t.Fatal(err)
-	}
 	return db, url
 }

@@ -27,12 +27,24 @@ func OpenChecked(ctx context.Context, dsn string, maxConns int) (*gorm.DB, *migr
 	return db, m, nil
 }
 
-func checkSchema(ctx context.Context, db *gorm.DB) (*migrations.Migrator, error) {
-	sqlDB, err := SQL(db)
+// OpenForMigrations opens the database as Open does, with the Migrator that
+// changes its schema (`roomcast migrate`, the dev stack, tests): it checks
+// nothing, since bringing the schema up to date is what it is for.
+func OpenForMigrations(ctx context.Context, dsn string) (*gorm.DB, *migrations.Migrator, error) {
+	db, err := Open(ctx, dsn, 2)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	m, err := migrations.New(sqlDB)
+	m, err := migrator(db)
+	if err != nil {
+		_ = Close(db)
+		return nil, nil, err
+	}
+	return db, m, nil
+}
+
+func checkSchema(ctx context.Context, db *gorm.DB) (*migrations.Migrator, error) {
+	m, err := migrator(db)
 	if err != nil {
 		return nil, err
 	}
@@ -40,4 +52,12 @@ func checkSchema(ctx context.Context, db *gorm.DB) (*migrations.Migrator, error)
 		return nil, fmt.Errorf("refusing to start: %w", err)
 	}
 	return m, nil
+}
+
+func migrator(db *gorm.DB) (*migrations.Migrator, error) {
+	sqlDB, err := SQL(db)
+	if err != nil {
+		return nil, err
+	}
+	return migrations.New(sqlDB)
 }
