@@ -593,11 +593,9 @@ func parseTrigger(body []byte, received time.Time) ([]Event, outcome, bool) {
 // parseBatch validates a POST /batch_events body and returns its events; the
 // outcome's body is the JSON to answer with.
 func parseBatch(body []byte, received time.Time) ([]Event, outcome, bool) {
-	bb, fast := decodeBatchFast(body)
-	if !fast {
-		if o, ok := decodeJSON(body, &bb); !ok {
-			return nil, o, false
-		}
+	var bb batchBody
+	if o, ok := decodeJSON(body, &bb); !ok {
+		return nil, o, false
 	}
 	if bb.Batch == nil {
 		return nil, fail(http.StatusBadRequest, "Missing required parameter: batch (an array of events)"), false
