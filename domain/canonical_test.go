@@ -1,9 +1,12 @@
-package domain
+package domain_test
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"testing"
+
+	"github.com/roomcast/roomcast/domain"
 )
 
 // canonicalReference is how stored data was canonicalised before
@@ -17,9 +20,9 @@ func canonicalReference(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	if _, err := dec.Token(); err == nil {
-		return nil, errNotCanonicalizable // more than one value
+		return nil, errors.New("more than one value")
 	}
-	return MarshalPayload(v)
+	return domain.MarshalPayload(v)
 }
 
 var canonicalSeeds = []string{
@@ -36,12 +39,12 @@ var canonicalSeeds = []string{
 func TestCanonicalJSONMatchesDecodeAndMarshal(t *testing.T) {
 	for _, s := range canonicalSeeds {
 		want, werr := canonicalReference([]byte(s))
-		got, gerr := CanonicalJSON([]byte(s))
+		got, gerr := domain.CanonicalJSON([]byte(s))
 		if werr != nil {
 			t.Fatalf("seed %q is not valid JSON: %v", s, werr)
 		}
 		if gerr != nil || !bytes.Equal(got, want) {
-			t.Errorf("CanonicalJSON(%q) = %q, %v; want %q", s, got, gerr, want)
+			t.Errorf("domain.CanonicalJSON(%q) = %q, %v; want %q", s, got, gerr, want)
 		}
 	}
 }
@@ -49,8 +52,8 @@ func TestCanonicalJSONMatchesDecodeAndMarshal(t *testing.T) {
 func TestCanonicalJSONRejectsInvalid(t *testing.T) {
 	for _, s := range []string{``, `{`, `{"a"}`, `{"a":}`, `[1,]`, `{"a":1 "b":2}`, `{} {}`, `"open`, `{"a":1,}`,
 		`{"a":tru}`, `{"a":nul}`, `[01]`, `[1.]`, `[.5]`, `[1e]`, `[-]`, `[+1]`, `[0x1]`, `[NaN]`, `{"a":1.5e+}`} {
-		if got, err := CanonicalJSON([]byte(s)); err == nil {
-			t.Errorf("CanonicalJSON(%q) = %q, want an error", s, got)
+		if got, err := domain.CanonicalJSON([]byte(s)); err == nil {
+			t.Errorf("domain.CanonicalJSON(%q) = %q, want an error", s, got)
 		}
 	}
 }
@@ -65,21 +68,21 @@ func FuzzCanonicalJSON(f *testing.F) {
 		if !json.Valid(raw) {
 			// Callers pass data Decode validated; anything else may be
 			// refused but must never pass for valid JSON it is not.
-			if got, err := CanonicalJSON(raw); err == nil && !json.Valid(got) {
-				t.Fatalf("CanonicalJSON(%q) = %q: invalid JSON accepted", raw, got)
+			if got, err := domain.CanonicalJSON(raw); err == nil && !json.Valid(got) {
+				t.Fatalf("domain.CanonicalJSON(%q) = %q: invalid JSON accepted", raw, got)
 			}
 			return
 		}
 		want, werr := canonicalReference(raw)
-		got, gerr := CanonicalJSON(raw)
+		got, gerr := domain.CanonicalJSON(raw)
 		if werr != nil {
 			if gerr == nil {
-				t.Fatalf("CanonicalJSON(%q) = %q, but decoding fails: %v", raw, got, werr)
+				t.Fatalf("domain.CanonicalJSON(%q) = %q, but decoding fails: %v", raw, got, werr)
 			}
 			return
 		}
 		if gerr != nil || !bytes.Equal(got, want) {
-			t.Fatalf("CanonicalJSON(%q) = %q, %v; want %q", raw, got, gerr, want)
+			t.Fatalf("domain.CanonicalJSON(%q) = %q, %v; want %q", raw, got, gerr, want)
 		}
 	})
 }
@@ -89,7 +92,7 @@ func BenchmarkCanonicalJSON(b *testing.B) {
 	b.Run("CanonicalJSON", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := CanonicalJSON(raw); err != nil {
+			if _, err := domain.CanonicalJSON(raw); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -99,7 +102,7 @@ func BenchmarkCanonicalJSON(b *testing.B) {
 	b.Run("CanonicalJSON/HTML-escaped", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := CanonicalJSON(escaped); err != nil {
+			if _, err := domain.CanonicalJSON(escaped); err != nil {
 				b.Fatal(err)
 			}
 		}

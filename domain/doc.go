@@ -1,6 +1,7 @@
-// Package domain holds roomcast's event contract in plain Go: the CloudEvents
-// envelope, the chat event types and their validation, the Pusher channel and
-// event names, and the payloads sent on them. It imports no vendor package:
-// the contract in DESIGN.md is written down here once and every other package
-// uses it.
+// Package domain is roomcast's event contract in Go: the CloudEvents
+// envelope, the chat event types with their validation rules and limits, the
+// errors of a violation, the Pusher channel and event names, and the payloads
+// sent on them. It imports the standard library and its own internal/wire,
+// which holds the JSON mechanics (scanning, string escapes, validation,
+// canonical form) and imports no roomcast package.
 package domain

@@ -1,8 +1,11 @@
 package domain
 
 import (
+	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrInvalidEvent is wrapped by every violation of the event contract: such a
@@ -95,3 +98,69 @@ func (e *ValidationError) Unwrap() error { return e.Kind }
 
 // Is makes every ValidationError match ErrInvalidEvent.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalidEvent }
+
+const (
+	maxQuotedValue  = 64  // runes of a value shown in an error
+	maxQuotedBytes  = 100 // bytes of a quoted value shown in an error
+	maxReasonLength = 200 // bytes of a reason taken from elsewhere (a JSON error)
+)
+
+// quote renders a value for an error: quoted, escaped to one line, and cut
+// to maxQuotedValue characters and maxQuotedBytes bytes ("..." marks a cut).
+func quote(s string) string {
+	cut := false
+	if utf8.RuneCountInString(s) > maxQuotedValue {
+		s, cut = firstRunes(s, maxQuotedValue), true
+	}
+	q := strconv.Quote(s)
+	for len(q) > maxQuotedBytes {
+		s, cut = firstRunes(s, utf8.RuneCountInString(s)/2), true
+		q = strconv.Quote(s)
+	}
+	if cut {
+		q += "..."
+	}
+	return q
+}
+
+func firstRunes(s string, n int) string {
+	for i := range s {
+		if n == 0 {
+			return s[:i]
+		}
+		n--
+	}
+	return s
+}
+
+// notJSON explains why a value is not JSON.
+func notJSON(err *json.SyntaxError) error {
+	reason := "not JSON: " + err.Error() + " (byte " + strconv.FormatInt(err.Offset, 10) + ")"
+	return &ValidationError{Kind: ErrNotJSON, Reason: oneLine(reason, maxReasonLength)}
+}
+
+// oneLine makes s a single line of at most max bytes.
+func oneLine(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "..."
+	}
+	return s
+}
+
+// invalidUTF8At returns the offset of the first byte that is not valid UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
+}

@@ -5,6 +5,23 @@ import (
 	"unicode/utf8"
 )
 
+// The limits of the contract. Lengths are counted in UTF-16 code units, as the
+// front end's JavaScript counts them.
+const (
+	MaxIDLength               = 128  // room, user and message ids
+	MaxEventIDLength          = 256  // the CloudEvents id
+	MaxContentLength          = 4000 // content of a message
+	MaxNameLength             = 200  // authorName, userName (roomcast's own cap)
+	MaxAvatarLength           = 2048 // authorAvatar, userAvatar (roomcast's own cap)
+	MaxRecipients             = 1000 // userIds, roomIds of a notification, as sent
+	MaxNotificationIDLength   = 128
+	MaxNotificationTypeLength = 64
+	MaxNotificationTitle      = 200
+	MaxNotificationBody       = 2000
+	MaxNotificationURL        = 2048
+	MaxSocketIDLength         = 64 // roomcast's own cap on a Pusher socket id
+)
+
 // Limits that keep an event storable and its cost bounded: what Postgres
 // refuses to store is refused here first, with a reason, so that it is
 // dead-lettered as invalid instead of failing a projection transaction.

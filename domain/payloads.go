@@ -1,11 +1,11 @@
 package domain
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/roomcast/roomcast/domain/internal/wire"
 )
 
 // FormatTime writes t the way roomcast emits every timestamp: RFC 3339 in UTC
@@ -176,15 +176,7 @@ func NotificationDeliveries(env Envelope) ([]Delivery, error) {
 
 // MarshalPayload writes v as JSON without HTML escaping and without a trailing
 // newline, as roomcast sends every payload to Pusher.
-func MarshalPayload(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
+func MarshalPayload(v any) ([]byte, error) { return wire.Marshal(v) }
 
 func fitFixed(d *Delivery, v any) error {
 	data, err := MarshalPayload(v)

@@ -3,6 +3,8 @@ package domain
 import (
 	"encoding/json"
 	"strconv"
+
+	"github.com/roomcast/roomcast/domain/internal/wire"
 )
 
 // Postgres stores data as jsonb, whose numbers are numeric. PostgreSQL 15's
@@ -15,8 +17,8 @@ import (
 //   - a nonzero value whose first significant digit is at 10^131072 or
 //     higher: its weight, in base-10000 digits, must fit an int16.
 //
-// TestNumbersAsPostgres holds these rules to a real server on both sides of
-// each boundary.
+// projections' TestDecoderNumbersAsPostgres holds these rules to a real
+// server on both sides of each boundary.
 const (
 	pgExponentLimit = 1<<30 - 1 // INT_MAX/2: |e| must be below it
 	pgMaxScale      = 16383     // NUMERIC_DSCALE_MAX
@@ -98,107 +100,57 @@ func pgNumeric(tok []byte) (printed int, reason string) {
 	return int(n), ""
 }
 
+// pgPrinted is pgNumeric for wire.SumNumbers: ok is false when Postgres
+// refuses tok.
+func pgPrinted(tok []byte) (printed int, ok bool) {
+	printed, reason := pgNumeric(tok)
+	return printed, reason == ""
+}
+
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // checkData refuses what Postgres would refuse in data (valid JSON, an
 // object), or what would make it too costly: nesting deeper than
 // MaxDataDepth, a number numeric cannot hold, numbers that Postgres prints
 // as more than maxPrinted characters together (maxPrinted < 0: no limit).
-// depth and numbers are what splitObject noted of data; a number makes it
-// walk data, which is rare in chat events (their fields are strings).
+// depth and numbers are what wire.SplitObject noted of data; a number makes
+// it walk data, which is rare in chat events (their fields are strings).
 func (r *reader) checkData(data []byte, depth int, numbers bool, maxPrinted int) {
 	switch {
 	case *r.err != nil:
 	case depth > MaxDataDepth:
 		r.fail("data", "", ErrInvalidField, "nested "+strconv.Itoa(depth)+" levels deep, at most "+strconv.Itoa(MaxDataDepth))
 	case numbers:
-		w := numberWalk{raw: data}
-		w.value(skipSpace(data, 0))
+		printed, bad, badPath := wire.SumNumbers(data, pgPrinted)
 		switch {
-		case w.reason != "":
-			r.fail(w.pathString(), numberShown(w.bad), ErrInvalidField, w.reason)
-		case maxPrinted >= 0 && w.printed > maxPrinted:
-			r.fail("data", "", ErrInvalidField, "numbers Postgres prints as "+strconv.Itoa(w.printed)+
+		case bad != nil:
+			_, reason := pgNumeric(bad)
+			r.fail(pathString(badPath), numberShown(bad), ErrInvalidField, reason)
+		case maxPrinted >= 0 && printed > maxPrinted:
+			r.fail("data", "", ErrInvalidField, "numbers Postgres prints as "+strconv.Itoa(printed)+
 				" characters, at most "+strconv.Itoa(maxPrinted))
 		}
 	}
 }
 
-// numberWalk visits the numbers of a valid JSON value, adding up how
-// Postgres prints them, until one that it refuses.
-type numberWalk struct {
-	raw     []byte
-	printed int
-	path    []pathStep // to the value being visited
-	bad     []byte     // the refused number
-	reason  string     // why
-	badPath []pathStep
-}
-
-type pathStep struct {
-	key   []byte // as written, quotes included; nil in an array
-	index int
-}
-
-// value visits the value at raw[i] and returns the index after it; once a
-// number is refused it only returns.
-func (w *numberWalk) value(i int) int {
-	raw := w.raw
-	switch raw[i] {
-	case '{', '[':
-		open := raw[i]
-		i = skipSpace(raw, i+1)
-		for n := 0; i < len(raw) && raw[i] != '}' && raw[i] != ']'; n++ {
-			step := pathStep{index: n}
-			if open == '{' {
-				end := skipString(raw, i)
-				step.key = raw[i:end]
-				i = skipSpace(raw, skipSpace(raw, end)+1) // ':'
-			}
-			w.path = append(w.path, step)
-			i = skipSpace(raw, w.value(i))
-			w.path = w.path[:len(w.path)-1]
-			if w.reason != "" {
-				return len(raw)
-			}
-			if i < len(raw) && raw[i] == ',' {
-				i = skipSpace(raw, i+1)
-			}
-		}
-		return i + 1
-	case '"':
-		return skipString(raw, i)
-	case 't', 'f', 'n':
-		return skipValue(raw, i)
-	}
-	end := skipValue(raw, i)
-	printed, reason := pgNumeric(raw[i:end])
-	if reason != "" {
-		w.bad, w.reason, w.badPath = raw[i:end], reason, append([]pathStep(nil), w.path...)
-		return len(raw)
-	}
-	w.printed += printed
-	return end
-}
-
-// pathString renders the refused number's place: data.a[2].b, with keys
+// pathString renders the place of a number in data: data.a[2].b, with keys
 // that are not plain words quoted (data["a b"]), cut to a readable length.
-func (w *numberWalk) pathString() string {
+func pathString(path []wire.PathStep) string {
 	const maxPath = 120
 	p := []byte("data")
-	for _, s := range w.badPath {
+	for _, s := range path {
 		if len(p) > maxPath {
 			return string(p) + "..."
 		}
-		if s.key == nil {
+		if s.Key == nil {
 			p = append(p, '[')
-			p = strconv.AppendInt(p, int64(s.index), 10)
+			p = strconv.AppendInt(p, int64(s.Index), 10)
 			p = append(p, ']')
 			continue
 		}
 		var key string
-		if err := json.Unmarshal(s.key, &key); err != nil { // cannot happen: raw is valid JSON
-			key = string(s.key)
+		if err := json.Unmarshal(s.Key, &key); err != nil { // cannot happen: raw is valid JSON
+			key = string(s.Key)
 		}
 		if plainKey(key) {
 			p = append(append(p, '.'), key...)

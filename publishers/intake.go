@@ -56,8 +56,8 @@ const maxTrackedRooms = 100_000
 // handoff refused for room sends every later delivery of its rooms to the
 // outbox until it is read, and under a backlog the queue nears Fetch when
 // a few rooms (one call in flight each) hold most of it: with Fetch alone
-// as the bound, some runs of BenchmarkIngest read half their deliveries
-// back from Postgres.
+// as the bound, a backlog could have half its deliveries read back from
+// Postgres.
 const handoffHold = 2
 
 // take places deliveries handed over after their commit (see Handoff). It

@@ -1,4 +1,4 @@
-package domain
+package wire
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"testing"
 	"unicode/utf8"
-
-	"github.com/roomcast/roomcast/internal/jsonstr"
 )
 
 // jsonStringCases are string contents (between the quotes) that encoding/json
@@ -21,8 +19,8 @@ var jsonStringCases = []string{
 	"raw\ncontrol", `\u0041\u0042`, `tail\\`, `\\\\\"`,
 }
 
-// TestJSONStringFastPath holds jsonstr.AppendUnescaped to json.Unmarshal and
-// appendJSONString to MarshalPayload: where the fast path answers, it answers
+// TestJSONStringFastPath holds AppendUnescaped to json.Unmarshal and
+// AppendString to Marshal: where the fast path answers, it answers
 // exactly as encoding/json does.
 func TestJSONStringFastPath(t *testing.T) {
 	cases := append([]string(nil), jsonStringCases...)
@@ -40,23 +38,23 @@ func TestJSONStringFastPath(t *testing.T) {
 		quoted := []byte(`"` + c + `"`)
 		var want string
 		werr := json.Unmarshal(quoted, &want)
-		got, ok := jsonstr.AppendUnescaped(nil, []byte(c))
+		got, ok := AppendUnescaped(nil, []byte(c))
 		if !ok {
 			continue
 		}
 		handled++
 		if werr != nil {
-			t.Fatalf("jsonstr.AppendUnescaped(%q) = %q, but json.Unmarshal refuses it: %v", c, got, werr)
+			t.Fatalf("AppendUnescaped(%q) = %q, but json.Unmarshal refuses it: %v", c, got, werr)
 		}
 		if string(got) != want {
-			t.Fatalf("jsonstr.AppendUnescaped(%q) = %q, want %q", c, got, want)
+			t.Fatalf("AppendUnescaped(%q) = %q, want %q", c, got, want)
 		}
-		enc, err := MarshalPayload(want)
+		enc, err := Marshal(want)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if re := appendJSONString(nil, got); !bytes.Equal(re, enc) {
-			t.Fatalf("appendJSONString(%q) = %s, want %s", got, re, enc)
+		if re := AppendString(nil, got); !bytes.Equal(re, enc) {
+			t.Fatalf("AppendString(%q) = %s, want %s", got, re, enc)
 		}
 	}
 	if handled < len(cases)/2 {
@@ -64,15 +62,15 @@ func TestJSONStringFastPath(t *testing.T) {
 	}
 	// The cases the fast path leaves to encoding/json.
 	for _, c := range []string{`\ud800 lone high`, `\udc00 lone low`, `\ud83d\u0041 high then not low`, `\u12`, `\x`, "bad \xff utf8", "raw\ncontrol"} {
-		if got, ok := jsonstr.AppendUnescaped(nil, []byte(c)); ok {
-			t.Errorf("jsonstr.AppendUnescaped(%q) = %q, want it left to encoding/json", c, got)
+		if got, ok := AppendUnescaped(nil, []byte(c)); ok {
+			t.Errorf("AppendUnescaped(%q) = %q, want it left to encoding/json", c, got)
 		}
 	}
-	// appendJSONString on bytes that are not UTF-8, as encoding/json writes them.
+	// AppendString on bytes that are not UTF-8, as encoding/json writes them.
 	for _, s := range []string{"bad \xff utf8", "\xe2\x80", "ok"} {
-		want, _ := MarshalPayload(s)
-		if got := appendJSONString(nil, []byte(s)); !bytes.Equal(got, want) || !utf8.Valid(got) {
-			t.Errorf("appendJSONString(%q) = %s, want %s", s, got, want)
+		want, _ := Marshal(s)
+		if got := AppendString(nil, []byte(s)); !bytes.Equal(got, want) || !utf8.Valid(got) {
+			t.Errorf("AppendString(%q) = %s, want %s", s, got, want)
 		}
 	}
 }

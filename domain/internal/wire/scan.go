@@ -1,4 +1,4 @@
-package domain
+package wire
 
 import (
 	"bytes"
@@ -6,35 +6,35 @@ import (
 	"sync"
 )
 
-// member is one member of a JSON object: its key unescaped, its value as its
+// Member is one member of a JSON object: its key unescaped, its value as its
 // bytes (a sub-slice of the object, not a copy).
-type member struct {
-	key []byte
-	val json.RawMessage
+type Member struct {
+	Key []byte
+	Val json.RawMessage
 	// Of an object or array: how deeply it nests (1 when it holds none),
-	// and whether it holds a number (see reader.checkData).
-	depth   int32
-	numbers bool
+	// and whether it holds a number (domain checks numbers only then).
+	Depth   int32
+	Numbers bool
 }
 
-// objectMembers are an object's members in the order written.
-type objectMembers []member
+// Members are an object's members in the order written.
+type Members []Member
 
-// get returns the value of key, nil when missing. The last of duplicate keys
+// Get returns the value of key, nil when missing. The last of duplicate keys
 // counts, as in JavaScript, Postgres jsonb and encoding/json's maps. A linear
 // scan: events have about ten members, and a map per object (and a string
 // per key) was 7% of what roomcast allocated.
-func (ms objectMembers) get(key string) json.RawMessage {
-	if m := ms.member(key); m != nil {
-		return m.val
+func (ms Members) Get(key string) json.RawMessage {
+	if m := ms.Member(key); m != nil {
+		return m.Val
 	}
 	return nil
 }
 
-// member returns the member of key (the last of duplicates), nil when missing.
-func (ms objectMembers) member(key string) *member {
+// Member returns the member of key (the last of duplicates), nil when missing.
+func (ms Members) Member(key string) *Member {
 	for i := len(ms) - 1; i >= 0; i-- {
-		if string(ms[i].key) == key {
+		if string(ms[i].Key) == key {
 			return &ms[i]
 		}
 	}
@@ -45,39 +45,40 @@ func (ms objectMembers) member(key string) *member {
 // envelope's and its objects' members go one after another into one slice,
 // which goes back to the pool when Decode returns (a list per object was a
 // tenth of what roomcast allocated under a backlog).
-var membersArenas = sync.Pool{New: func() any { a := make(objectMembers, 0, 32); return &a }}
+var membersArenas = sync.Pool{New: func() any { a := make(Members, 0, 32); return &a }}
 
-func getMembersArena() *objectMembers { return membersArenas.Get().(*objectMembers) }
+// GetArena takes an arena for SplitObject from the pool.
+func GetArena() *Members { return membersArenas.Get().(*Members) }
 
-// putMembersArena returns an arena to the pool, forgetting the bytes its
-// members point into.
-func putMembersArena(a *objectMembers) {
+// PutArena returns an arena to the pool, forgetting the bytes its members
+// point into.
+func PutArena(a *Members) {
 	clear(*a)
 	*a = (*a)[:0]
 	membersArenas.Put(a)
 }
 
-// splitObject returns the members of raw, a JSON object already known to be
+// SplitObject returns the members of raw, a JSON object already known to be
 // valid JSON (json.Valid), as json.Unmarshal into a map[string]json.RawMessage
 // would read them: keys unescaped, values as their bytes. It walks raw once
 // and does not validate again: a third of Decode's time went into
 // encoding/json checking and decoding the same bytes twice (the envelope,
 // then its data). ok is false when raw is not an object. The members are
 // appended to arena; the list returned is theirs.
-func splitObject(raw []byte, arena *objectMembers) (objectMembers, bool) {
-	i := skipSpace(raw, 0)
+func SplitObject(raw []byte, arena *Members) (Members, bool) {
+	i := SkipSpace(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
 		return nil, false
 	}
 	start := len(*arena)
-	members := func() objectMembers { return (*arena)[start:len(*arena):len(*arena)] }
-	i = skipSpace(raw, i+1)
+	members := func() Members { return (*arena)[start:len(*arena):len(*arena)] }
+	i = SkipSpace(raw, i+1)
 	if i < len(raw) && raw[i] == '}' {
 		return members(), true
 	}
 	for i < len(raw) {
 		// "key"
-		end := skipString(raw, i)
+		end := SkipString(raw, i)
 		key := raw[i+1 : end-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			var k string
@@ -86,20 +87,22 @@ func splitObject(raw []byte, arena *objectMembers) (objectMembers, bool) {
 			}
 			key = []byte(k)
 		}
-		i = skipSpace(raw, end)
-		i = skipSpace(raw, i+1) // ':'
+		i = SkipSpace(raw, end)
+		i = SkipSpace(raw, i+1) // ':'
 		vend, depth, numbers := skipNoting(raw, i)
-		*arena = append(*arena, member{key: key, val: raw[i:vend:vend], depth: depth, numbers: numbers})
-		i = skipSpace(raw, vend)
+		*arena = append(*arena, Member{Key: key, Val: raw[i:vend:vend], Depth: depth, Numbers: numbers})
+		i = SkipSpace(raw, vend)
 		if i >= len(raw) || raw[i] == '}' {
 			return members(), true
 		}
-		i = skipSpace(raw, i+1) // ','
+		i = SkipSpace(raw, i+1) // ','
 	}
 	return members(), true
 }
 
-func skipSpace(raw []byte, i int) int {
+// SkipSpace returns the index of the first byte at or after raw[i] that is
+// not JSON whitespace.
+func SkipSpace(raw []byte, i int) int {
 	for i < len(raw) {
 		switch raw[i] {
 		case ' ', '\t', '\r', '\n':
@@ -111,8 +114,8 @@ func skipSpace(raw []byte, i int) int {
 	return i
 }
 
-// skipString returns the index just after the string starting at raw[i] ('"').
-func skipString(raw []byte, i int) int {
+// SkipString returns the index just after the string starting at raw[i] ('"').
+func SkipString(raw []byte, i int) int {
 	for i++; i < len(raw); i++ {
 		switch raw[i] {
 		case '\\':
@@ -124,19 +127,19 @@ func skipString(raw []byte, i int) int {
 	return len(raw)
 }
 
-// skipNoting is skipValue noting, of an object or array, how deeply it nests
+// skipNoting is SkipValue noting, of an object or array, how deeply it nests
 // and whether it holds a number. Decode walks data's bytes here anyway (to
 // find where it ends); noting costs a comparison per byte outside strings,
 // where a pass of its own would walk every string of data again.
 func skipNoting(raw []byte, i int) (end int, depth int32, numbers bool) {
 	if i >= len(raw) || (raw[i] != '{' && raw[i] != '[') {
-		return skipValue(raw, i), 0, false
+		return SkipValue(raw, i), 0, false
 	}
 	var d int32
 	for i < len(raw) {
 		switch raw[i] {
 		case '"':
-			i = skipString(raw, i)
+			i = SkipString(raw, i)
 			continue
 		case '{', '[':
 			if d++; d > depth {
@@ -154,20 +157,20 @@ func skipNoting(raw []byte, i int) (end int, depth int32, numbers bool) {
 	return i, depth, numbers
 }
 
-// skipValue returns the index just after the value starting at raw[i].
-func skipValue(raw []byte, i int) int {
+// SkipValue returns the index just after the value starting at raw[i].
+func SkipValue(raw []byte, i int) int {
 	if i >= len(raw) {
 		return i
 	}
 	switch raw[i] {
 	case '"':
-		return skipString(raw, i)
+		return SkipString(raw, i)
 	case '{', '[':
 		depth := 0
 		for i < len(raw) {
 			switch raw[i] {
 			case '"':
-				i = skipString(raw, i)
+				i = SkipString(raw, i)
 				continue
 			case '{', '[':
 				depth++
@@ -190,4 +193,24 @@ func skipValue(raw []byte, i int) int {
 		}
 		return i
 	}
+}
+
+// Kind names the JSON type of raw, a valid JSON value.
+func Kind(raw []byte) string {
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '"':
+		return "string"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	}
+	return "number"
 }

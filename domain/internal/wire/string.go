@@ -1,12 +1,26 @@
-// Package jsonstr decodes JSON strings in one pass, as encoding/json does,
-// for the common cases, and leaves the others to encoding/json: roomcast's
-// event decoder (domain) and the Pusher fake's batch parser share it.
-package jsonstr
+package wire
 
 import (
+	"bytes"
+	"encoding/json"
+	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
+
+// Unescape decodes raw, a valid JSON string (quotes included) holding
+// escapes, as json.Unmarshal does. ok is false when raw is not a JSON string.
+func Unescape(raw []byte) (s string, ok bool) {
+	if dec, ok := AppendUnescaped(make([]byte, 0, len(raw)-2), raw[1:len(raw)-1]); ok && raw[len(raw)-1] == '"' {
+		// dec is new and never written again: the string can share it.
+		return unsafe.String(unsafe.SliceData(dec), len(dec)), true
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
 
 // AppendUnescaped appends the decoded contents of a JSON string (the bytes
 // between its quotes) to dst, as json.Unmarshal decodes them. ok is false,
@@ -93,4 +107,44 @@ func hexRune(b []byte, at int) rune {
 		r = r<<4 | rune(c)
 	}
 	return r
+}
+
+// RefusedEscape finds, in valid JSON, a \u0000 escape or a \u escape of an
+// unpaired UTF-16 surrogate (encoding/json would turn it into U+FFFD,
+// Postgres jsonb refuses it). It returns the escape as written (\u0000 for
+// NUL), or "" when there is none.
+func RefusedEscape(raw []byte) string {
+	for i := 0; ; {
+		j := bytes.IndexByte(raw[i:], '\\')
+		if j < 0 || i+j+1 >= len(raw) {
+			return ""
+		}
+		i += j
+		if raw[i+1] != 'u' {
+			i += 2 // the escaped character may be a backslash
+			continue
+		}
+		switch c := hex4(raw, i+2); {
+		case c == 0:
+			return `\u0000`
+		case utf16.IsSurrogate(c):
+			if !bytes.HasPrefix(raw[i+6:], []byte(`\u`)) || utf16.DecodeRune(c, hex4(raw, i+8)) == utf8.RuneError {
+				return string(raw[i : i+6])
+			}
+			i += 6 // skip the high half; the low half follows
+		}
+		i += 2
+	}
+}
+
+// hex4 returns the value of the four hex digits at raw[at:], or -1.
+func hex4(raw []byte, at int) rune {
+	if at+4 > len(raw) {
+		return -1
+	}
+	c, err := strconv.ParseUint(string(raw[at:at+4]), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return rune(c)
 }

@@ -1,4 +1,4 @@
-package domain
+package wire
 
 import "unicode/utf8"
 
@@ -7,16 +7,15 @@ import "unicode/utf8"
 // Go producers write "<", ">" and "&" as \u003c, \u003e and \u0026 (json.Marshal
 // escapes HTML by default), so most chat messages arrive with escapes. Handing
 // each such string to json.Unmarshal (and, for the stored canonical data, to
-// an Encoder again) took ~3% of `roomcast run`'s CPU under a backlog. These
-// two functions do the common cases in one pass and report the rest (invalid
-// UTF-8, unpaired surrogates, a malformed escape) as not handled, for the
-// encoding/json path (decoding is jsonstr.AppendUnescaped, which the Pusher
-// fake's batch parser shares). FuzzCanonicalJSON, FuzzDecode and
+// an Encoder again) took ~3% of `roomcast run`'s CPU under a backlog.
+// AppendUnescaped and AppendString do the common cases in one pass and report
+// the rest (invalid UTF-8, unpaired surrogates, a malformed escape) as not
+// handled, for the encoding/json path. FuzzCanonicalJSON, FuzzDecode and
 // TestJSONStringFastPath hold them to encoding/json.
 
-// appendJSONString appends s, valid UTF-8, as a JSON string the way
-// MarshalPayload writes one: encoding/json's escaping without HTML escapes.
-func appendJSONString(dst, s []byte) []byte {
+// AppendString appends s, valid UTF-8, as a JSON string the way Marshal
+// writes one: encoding/json's escaping without HTML escapes.
+func AppendString(dst, s []byte) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	start := 0

@@ -1,4 +1,4 @@
-package domain
+package wire
 
 import (
 	"encoding/json"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-var validJSONSeeds = []string{
+var validSeeds = []string{
 	`{}`, `[]`, `0`, `-0`, `01`, `1.`, `1e`, `1e+`, `-`, `1.5e-3`, `tru`, `true`, `nul`, `null`, `"a`, `"\u12"`, `"\u12g4"`,
 	`"\x"`, `"\/"`, "\"\x01\"", "\"\xff\"", ` {"a":1} `, `{"a":1,}`, `{"a" 1}`, `{"a":1 "b":2}`, `[1,]`, `[,1]`, `{,}`,
 	`{"a":[1,{"b":null}],"c":"\ud83d\ude00"}`, "\t[\n]\r", `[1] [2]`, `"`, ``, ` `, `{"a":-}`, `{"a":+1}`, `{"a":.5}`,
@@ -16,20 +16,20 @@ var validJSONSeeds = []string{
 }
 
 func TestValidJSONIsEncodingJSONs(t *testing.T) {
-	for _, s := range validJSONSeeds {
-		if got, want := validJSON([]byte(s)), json.Valid([]byte(s)); got != want {
-			t.Errorf("validJSON(%.40q) = %v, json.Valid says %v", s, got, want)
+	for _, s := range validSeeds {
+		if got, want := Valid([]byte(s)), json.Valid([]byte(s)); got != want {
+			t.Errorf("Valid(%.40q) = %v, json.Valid says %v", s, got, want)
 		}
 	}
 }
 
 func FuzzValidJSON(f *testing.F) {
-	for _, s := range validJSONSeeds {
+	for _, s := range validSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if got, want := validJSON(b), json.Valid(b); got != want {
-			t.Fatalf("validJSON(%q) = %v, json.Valid says %v", b, got, want)
+		if got, want := Valid(b), json.Valid(b); got != want {
+			t.Fatalf("Valid(%q) = %v, json.Valid says %v", b, got, want)
 		}
 	})
 }
