@@ -16,7 +16,7 @@ const (
 	PusherNotification   = "notification"
 )
 
-// Pusher's limits (notes/pusher.md).
+// Pusher's limits (docs/contract.md, "Pusher: channels, events, payloads").
 const (
 	MaxPusherDataBytes       = 10240 // data of one event
 	MaxPusherChannelsPerCall = 100   // channels of one trigger

@@ -16,7 +16,7 @@ const (
 )
 
 // Decode parses and validates one Kafka message value as a CloudEvents 1.0
-// JSON chat event (structured mode), as DESIGN.md's event contract states.
+// JSON chat event (structured mode), as docs/contract.md states.
 //
 // Every contract violation returns a *ValidationError that matches
 // ErrInvalidEvent and one finer sentinel (ErrNotJSON, ErrMissingField, ...)
