@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
-	"github.com/ThreeDotsLabs/watermill/message"
 )
 
 // messageCtx is a message's context: the values watermill-kafka's getters
@@ -50,47 +49,6 @@ func (c *messageCtx) Value(k any) any {
 type preparedCtxKey struct{}
 
 type settleCtxKey struct{}
-
-// SettleKeyed is the router middleware that reports each message's outcome
-// to its KeyedSubscriber with SettledByMiddleware set. It must be the
-// outermost, as it tells the outcome the router acts on: a nil error and no
-// produced messages is an Ack; an error, or a panic (which the router
-// recovers and nacks), is a Nack. A message that produced messages is
-// settled by its Ack or Nack, as the router may still fail to publish them.
-func SettleKeyed(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) (produced []*message.Message, err error) {
-		mc, ok := msg.Context().Value(settleCtxKey{}).(*messageCtx)
-		if !ok || !mc.part.s.cfg.SettledByMiddleware {
-			return h(msg)
-		}
-		settled := false
-		defer func() {
-			if !settled {
-				mc.part.settled(mc.rec, false) // panicking: the router nacks
-			}
-		}()
-		produced, err = h(msg)
-		settled = true
-		switch {
-		case err != nil:
-			mc.part.settled(mc.rec, false)
-		case len(produced) == 0:
-			mc.part.settled(mc.rec, true)
-		default:
-			p := mc.part
-			p.mu.Lock()
-			closed := p.closed
-			if !closed {
-				p.watchers.Add(1)
-			}
-			p.mu.Unlock()
-			if !closed {
-				go p.watch(mc.rec, msg)
-			}
-		}
-		return produced, err
-	}
-}
 
 // prepare runs f, and if it panics returns nil, as if there were no Prepare:
 // the handler then does that work itself, under the router's recoverer and
