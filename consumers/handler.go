@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
@@ -43,12 +42,8 @@ func (h *handler) Handle(msg *message.Message) error {
 		return d.err
 	}
 	src := projections.Origin{Partition: -1}
-	if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok {
-		src.Partition = p
-		src.Offset, _ = kafka.MessagePartitionOffsetFromCtx(msg.Context())
-	}
-	if ts, ok := kafka.MessageTimestampFromCtx(msg.Context()); ok {
-		src.Timestamp = ts
+	if mc := messageFrom(msg.Context()); mc != nil {
+		src.Partition, src.Offset, src.Timestamp = mc.partition, mc.offset, mc.timestamp
 	}
 	src.Redriven = msg.Metadata.Get(RedrivenHeader) != ""
 	_, err := h.projector.Project(msg.Context(), d.env, src)

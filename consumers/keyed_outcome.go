@@ -15,8 +15,8 @@ import (
 // settled by its Ack or Nack, as the router may still fail to publish them.
 func SettleKeyed(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) (produced []*message.Message, err error) {
-		mc, ok := msg.Context().Value(settleCtxKey{}).(*messageCtx)
-		if !ok || !mc.part.s.cfg.SettledByMiddleware {
+		mc := messageFrom(msg.Context())
+		if mc == nil || !mc.part.s.cfg.SettledByMiddleware {
 			return h(msg)
 		}
 		settled := false

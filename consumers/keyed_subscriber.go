@@ -40,9 +40,9 @@ import (
 // Messages carry the Kafka value as payload, the headers as metadata (the
 // "_watermill_message_uuid" header as UUID), as kafka.DefaultMarshaler
 // decodes them, and in their context the partition, offset, timestamp and key,
-// readable with watermill-kafka's kafka.MessagePartitionFromCtx,
-// MessagePartitionOffsetFromCtx, MessageTimestampFromCtx and
-// MessageKeyFromCtx. A message's context keeps the values of Subscribe's ctx
+// readable with MessagePartition, MessageOffset, MessageTimestamp and
+// MessageKey (and, for now, watermill-kafka's kafka.MessagePartitionFromCtx
+// and the others). A message's context keeps the values of Subscribe's ctx
 // but not its cancellation: when ctx ends or Close is called, handlers in flight
 // get DrainTimeout to finish; the context is cancelled once the message is
 // acked or nacked, or when that time is up.
