@@ -2,12 +2,7 @@ package consumers
 
 import (
 	"context"
-	"errors"
-	"reflect"
-	"sync"
 	"time"
-
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 )
 
 // messageCtx is the context of a message KeyedSubscriber hands out: where
@@ -40,14 +35,6 @@ func (c *messageCtx) Value(k any) any {
 		return c.prepared
 	case messageCtxKey{}:
 		return c
-	case kafkaCtxKeys.partition:
-		return c.partition
-	case kafkaCtxKeys.offset:
-		return c.offset
-	case kafkaCtxKeys.timestamp:
-		return c.timestamp
-	case kafkaCtxKeys.key:
-		return c.key
 	}
 	return c.Context.Value(k)
 }
@@ -110,57 +97,3 @@ func prepare(f func([]byte) any, payload []byte) (v any) {
 // Prepared is what KeyedSubscriberConfig.Prepare returned for the message
 // whose context ctx is (or descends from), or nil.
 func Prepared(ctx context.Context) any { return ctx.Value(preparedCtxKey{}) }
-
-// kafkaCtxKeys are the context keys that watermill-kafka's exported getters
-// (kafka.MessagePartitionFromCtx and the others) read. Its setters are
-// unexported, so the keys are learnt by asking each getter with a context
-// that records the key it looks up; kafkaCtxKeysErr checks the result.
-var kafkaCtxKeys = struct{ partition, offset, timestamp, key any }{
-	partition: probeCtxKey(func(ctx context.Context) { kafka.MessagePartitionFromCtx(ctx) }),
-	offset:    probeCtxKey(func(ctx context.Context) { kafka.MessagePartitionOffsetFromCtx(ctx) }),
-	timestamp: probeCtxKey(func(ctx context.Context) { kafka.MessageTimestampFromCtx(ctx) }),
-	key:       probeCtxKey(func(ctx context.Context) { kafka.MessageKeyFromCtx(ctx) }),
-}
-
-// ctxKeyProbe is a context that records the keys looked up in it.
-type ctxKeyProbe struct {
-	context.Context
-	keys []any
-}
-
-func (p *ctxKeyProbe) Value(key any) any {
-	p.keys = append(p.keys, key)
-	return nil
-}
-
-// probeCtxKey returns the one key get looks up, or nil.
-func probeCtxKey(get func(context.Context)) any {
-	p := &ctxKeyProbe{Context: context.Background()}
-	get(p)
-	if len(p.keys) != 1 || p.keys[0] == nil || !reflect.TypeOf(p.keys[0]).Comparable() {
-		return nil
-	}
-	return p.keys[0]
-}
-
-// kafkaCtxKeysErr reports whether values stored under kafkaCtxKeys read back
-// through watermill-kafka's getters.
-var kafkaCtxKeysErr = sync.OnceValue(func() error {
-	k := kafkaCtxKeys
-	if k.partition == nil || k.offset == nil || k.timestamp == nil || k.key == nil {
-		return errors.New("keyed subscriber: cannot learn watermill-kafka's message context keys")
-	}
-	ts := time.Unix(1700000000, 0)
-	ctx := context.WithValue(context.Background(), k.partition, int32(7))
-	ctx = context.WithValue(ctx, k.offset, int64(42))
-	ctx = context.WithValue(ctx, k.timestamp, ts)
-	ctx = context.WithValue(ctx, k.key, []byte("room-1"))
-	p, ok1 := kafka.MessagePartitionFromCtx(ctx)
-	o, ok2 := kafka.MessagePartitionOffsetFromCtx(ctx)
-	t, ok3 := kafka.MessageTimestampFromCtx(ctx)
-	key, ok4 := kafka.MessageKeyFromCtx(ctx)
-	if !ok1 || !ok2 || !ok3 || !ok4 || p != 7 || o != 42 || !t.Equal(ts) || string(key) != "room-1" {
-		return errors.New("keyed subscriber: watermill-kafka's message context getters do not read the learnt keys")
-	}
-	return nil
-})

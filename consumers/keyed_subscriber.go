@@ -41,8 +41,7 @@ import (
 // "_watermill_message_uuid" header as UUID), as kafka.DefaultMarshaler
 // decodes them, and in their context the partition, offset, timestamp and key,
 // readable with MessagePartition, MessageOffset, MessageTimestamp and
-// MessageKey (and, for now, watermill-kafka's kafka.MessagePartitionFromCtx
-// and the others). A message's context keeps the values of Subscribe's ctx
+// MessageKey. A message's context keeps the values of Subscribe's ctx
 // but not its cancellation: when ctx ends or Close is called, handlers in flight
 // get DrainTimeout to finish; the context is cancelled once the message is
 // acked or nacked, or when that time is up.
@@ -73,9 +72,6 @@ type keyedTopicPartition struct {
 func NewKeyedSubscriber(cfg KeyedSubscriberConfig) (*KeyedSubscriber, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if err := kafkaCtxKeysErr(); err != nil {
 		return nil, err
 	}
 	sc := *cfg.Sarama // the caller's configuration stays as it was

@@ -308,6 +308,17 @@ func TestKeyedSubscriberKeepsPerKeyOrderUnderConcurrency(t *testing.T) {
 	}
 }
 
+func TestMessagePositionIsUnknownOutsideKeyedSubscriberMessages(t *testing.T) {
+	ctx := t.Context()
+	_, okP := consumers.MessagePartition(ctx)
+	_, okO := consumers.MessageOffset(ctx)
+	_, okT := consumers.MessageTimestamp(ctx)
+	_, okK := consumers.MessageKey(ctx)
+	if okP || okO || okT || okK {
+		t.Errorf("a context KeyedSubscriber did not hand out reports a position: partition %v offset %v timestamp %v key %v", okP, okO, okT, okK)
+	}
+}
+
 func TestKeyedSubscriberMessageFromKafka(t *testing.T) {
 	brokers, topic := keyedTopic(t, 1)
 	produceKeyed(t, brokers, topic, []keyedEvent{
