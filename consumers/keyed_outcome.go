@@ -33,16 +33,7 @@ func SettleKeyed(h message.HandlerFunc) message.HandlerFunc {
 		case len(produced) == 0:
 			mc.part.settled(mc.rec, true)
 		default:
-			p := mc.part
-			p.mu.Lock()
-			closed := p.closed
-			if !closed {
-				p.watchers.Add(1)
-			}
-			p.mu.Unlock()
-			if !closed {
-				go p.watch(mc.rec, msg)
-			}
+			mc.part.watchUnlessClosed(mc.rec, msg)
 		}
 		return produced, err
 	}
@@ -56,6 +47,20 @@ func (p *keyedPartition) watchOutcome(rec *keyedRecord, msg *message.Message) {
 	}
 	p.watchers.Add(1)
 	go p.watch(rec, msg)
+}
+
+// watchUnlessClosed waits, on a goroutine of its own, for msg's Ack or Nack,
+// unless the claim is over.
+func (p *keyedPartition) watchUnlessClosed(rec *keyedRecord, msg *message.Message) {
+	p.mu.Lock()
+	closed := p.closed
+	if !closed {
+		p.watchers.Add(1)
+	}
+	p.mu.Unlock()
+	if !closed {
+		go p.watch(rec, msg)
+	}
 }
 
 // settled takes the outcome of rec's delivery from SettleKeyed: acked, or
@@ -119,19 +124,38 @@ func (p *keyedPartition) ack(rec *keyedRecord) {
 	rec.turn.acked.Store(true)
 	rec.acked, rec.msg = true, nil
 	p.processing--
+	p.leaveKeyWindowLocked(rec)
+	n, size, charge := p.markAckedPrefixLocked()
+	p.mu.Unlock()
+	for range n {
+		<-p.s.tokens
+	}
+	if n > 0 {
+		p.s.budget.release(charge, size)
+	}
+	p.wake()
+}
+
+// leaveKeyWindowLocked takes the acked rec off its key, moving the next
+// message of the key into the key's window (ready to hand out).
+func (p *keyedPartition) leaveKeyWindowLocked(rec *keyedRecord) {
 	q := p.keys[rec.key]
 	i := slices.Index(q, rec) // among the first MaxInFlightPerKey: only those are ever out
 	q = slices.Delete(q, i, i+1)
 	if len(q) == 0 {
 		delete(p.keys, rec.key)
-	} else {
-		p.keys[rec.key] = q
-		if k := p.s.cfg.MaxInFlightPerKey; len(q) >= k {
-			p.ready = append(p.ready, q[k-1]) // moved into the window
-		}
+		return
 	}
-	n := 0
-	var size, charge int64
+	p.keys[rec.key] = q
+	if k := p.s.cfg.MaxInFlightPerKey; len(q) >= k {
+		p.ready = append(p.ready, q[k-1]) // moved into the window
+	}
+}
+
+// markAckedPrefixLocked drops the acked messages at the head of the
+// partition and marks the offset after them; it returns how many there
+// were, their size and their charge on the byte budget.
+func (p *keyedPartition) markAckedPrefixLocked() (n int, size, charge int64) {
 	for n < len(p.order) && p.order[n].acked {
 		size += p.order[n].size
 		charge += p.order[n].charge
@@ -146,14 +170,7 @@ func (p *keyedPartition) ack(rec *keyedRecord) {
 		p.marked, p.markedAt = next, time.Now()
 		p.sess.MarkOffset(p.topic, p.id, next, "")
 	}
-	p.mu.Unlock()
-	for range n {
-		<-p.s.tokens
-	}
-	if n > 0 {
-		p.s.budget.release(charge, size)
-	}
-	p.wake()
+	return n, size, charge
 }
 
 // nack records that rec is no longer out; it reports whether to hand it out again.

@@ -12,19 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// keyedGroupHandler is the Sarama handler of one subscription.
-type keyedGroupHandler struct {
-	s      *KeyedSubscriber
-	out    chan<- *message.Message
-	msgCtx context.Context // Subscribe's ctx without its cancellation
-	conns  *groupConns
-
-	mu        sync.Mutex
-	inSession bool // from Setup until the next Consume call (see stopping)
-	stopped   bool
-	deadline  *time.Timer // cuts the connections if a stop takes too long
-}
-
+// ConsumeClaim hands out the messages of one claimed partition until the
+// claim is over.
 func (h *keyedGroupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	p := &keyedPartition{
 		h: h, s: h.s, topic: claim.Topic(), id: claim.Partition(), sess: sess, claim: claim, out: h.out, msgCtx: h.msgCtx,
@@ -93,70 +82,45 @@ type keyedRecord struct {
 	nacked bool // nacked and not handed out again yet
 }
 
+// readAhead is the message run read from the claim and has not admitted
+// yet, if any: at most one per partition beyond the caps, so that a
+// partition never holds an idle token and the end of the claim (Messages
+// closing) is seen while below the cap. Its charge on the byte budget is
+// taken first (reserved), then its token.
+type readAhead struct {
+	km       *sarama.ConsumerMessage
+	size     int64 // messageSize
+	charge   int64 // on the byte budget
+	reserved bool  // the charge is taken from the byte budget
+}
+
 // run hands out messages until the claim is released or the session ends,
 // then drains.
 func (p *keyedPartition) run() {
 	msgs := p.claim.Messages()
 	sessionDone := p.sess.Context().Done()
-	// pending was read but holds no token yet: at most one per partition
-	// beyond the caps, so that a partition never holds an idle token and the
-	// end of the claim (Messages closing) is seen while below the cap. Its
-	// charge on the byte budget is taken first (reserved), then its token.
-	var pending *sarama.ConsumerMessage
-	var size, charge int64
-	reserved := false
-	defer func() {
-		if reserved {
-			p.s.budget.release(charge, 0)
-		}
-		p.s.budget.forget(p)
-	}()
+	var ahead readAhead
+	defer p.releaseReadAhead(&ahead)
 	for {
-		p.mu.Lock()
-		var next *keyedRecord
-		var nextMsg *message.Message
-		if len(p.ready) > 0 {
-			next, nextMsg = p.ready[0], p.ready[0].msg
-		}
-		full := len(p.order) >= p.s.cfg.MaxInFlightPerPartition ||
-			(pending != nil && !reserved && p.s.budget.partitionFull(p.charged, charge))
-		p.mu.Unlock()
-
-		var in <-chan *sarama.ConsumerMessage
-		var admit chan<- struct{}
-		var budgetFreed <-chan struct{}
-		if pending == nil {
-			in = msgs
-		} else if !full {
-			if !reserved {
-				reserved, budgetFreed = p.s.budget.reserve(p, charge)
-			}
-			if reserved {
-				admit = p.s.tokens
-			}
-		}
+		next, nextMsg, full := p.nextReady(&ahead)
+		read, admit, budgetFreed := p.admission(&ahead, full, msgs)
 		var out chan<- *message.Message
 		if next != nil {
 			out = p.out
 		}
-
 		select {
-		case km, ok := <-in:
+		case km, ok := <-read:
 			if !ok {
 				p.drain("claim released")
 				return
 			}
-			pending = km
-			size = messageSize(km)
-			charge = p.s.budget.charge(size)
-			p.next.Store(km.Offset + 1)
+			p.keepReadAhead(&ahead, km)
 		case admit <- struct{}{}:
-			p.admit(pending, size, charge)
-			pending, reserved = nil, false
+			p.admitReadAhead(&ahead)
 		case out <- nextMsg:
 			p.handOut(next, nextMsg)
-		case <-budgetFreed:
-		case <-p.notify:
+		case <-budgetFreed: // the byte budget has room: reserve again
+		case <-p.notify: // an ack, nack or resend changed what is held or ready
 		case <-sessionDone:
 			p.drain("session ended")
 			return
@@ -164,10 +128,79 @@ func (p *keyedPartition) run() {
 	}
 }
 
+// nextReady returns the next message to hand out (nil if none) and whether
+// the partition is full: it holds MaxInFlightPerPartition messages, or the
+// read-ahead message, not reserved yet, does not fit the partition's share
+// of the byte budget.
+func (p *keyedPartition) nextReady(ahead *readAhead) (next *keyedRecord, msg *message.Message, full bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ready) > 0 {
+		next, msg = p.ready[0], p.ready[0].msg
+	}
+	full = len(p.order) >= p.s.cfg.MaxInFlightPerPartition ||
+		(ahead.km != nil && !ahead.reserved && p.s.budget.partitionFull(p.charged, ahead.charge))
+	return next, msg, full
+}
+
+// admission returns what run waits on to take in a message: the claim's
+// messages while nothing is read ahead; else, unless the partition is full,
+// a token once the read-ahead message's charge is reserved on the byte
+// budget, or the budget's word that it has room again.
+func (p *keyedPartition) admission(ahead *readAhead, full bool, msgs <-chan *sarama.ConsumerMessage) (read <-chan *sarama.ConsumerMessage, admit chan<- struct{}, budgetFreed <-chan struct{}) {
+	if ahead.km == nil {
+		return msgs, nil, nil
+	}
+	if full {
+		return nil, nil, nil
+	}
+	if !ahead.reserved {
+		ahead.reserved, budgetFreed = p.s.budget.reserve(p, ahead.charge)
+	}
+	if ahead.reserved {
+		admit = p.s.tokens
+	}
+	return nil, admit, budgetFreed
+}
+
+// keepReadAhead makes km, just read from the claim, the read-ahead message.
+func (p *keyedPartition) keepReadAhead(ahead *readAhead, km *sarama.ConsumerMessage) {
+	size := messageSize(km)
+	*ahead = readAhead{km: km, size: size, charge: p.s.budget.charge(size)}
+	p.next.Store(km.Offset + 1)
+}
+
+// admitReadAhead holds the read-ahead message, its token just taken.
+func (p *keyedPartition) admitReadAhead(ahead *readAhead) {
+	p.admit(ahead.km, ahead.size, ahead.charge)
+	ahead.km, ahead.reserved = nil, false
+}
+
+// releaseReadAhead gives back the charge reserved for the read-ahead
+// message, if any, once run is over, and takes the partition off the byte
+// budget's queue.
+func (p *keyedPartition) releaseReadAhead(ahead *readAhead) {
+	if ahead.reserved {
+		p.s.budget.release(ahead.charge, 0)
+	}
+	p.s.budget.forget(p)
+}
+
 // admit holds km (its token taken) and makes it ready if its key has fewer
 // than MaxInFlightPerKey earlier messages held.
 func (p *keyedPartition) admit(km *sarama.ConsumerMessage, size, charge int64) {
 	p.s.budget.hold(size)
+	rec, msg := p.newRecord(km, size, charge)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rec.setMessage(msg)
+	p.holdLocked(rec)
+}
+
+// newRecord returns km's record and its message as kafka.DefaultMarshaler
+// decodes it, whose context tells where it was read, its turn and what
+// Prepare made of it.
+func (p *keyedPartition) newRecord(km *sarama.ConsumerMessage, size, charge int64) (*keyedRecord, *message.Message) {
 	msg, err := kafka.DefaultMarshaler{}.Unmarshal(km)
 	if err != nil { // DefaultMarshaler does not fail; keep the value regardless
 		msg = message.NewMessage("", km.Value)
@@ -179,15 +212,18 @@ func (p *keyedPartition) admit(km *sarama.ConsumerMessage, size, charge int64) {
 		mc.prepared = prepare(p.s.cfg.Prepare, km.Value)
 	}
 	rec.base = mc
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	rec.setMessage(msg)
+	return rec, msg
+}
+
+// holdLocked adds rec to the held messages, after the earlier ones of its
+// key, and makes it ready if it falls in its key's window.
+func (p *keyedPartition) holdLocked(rec *keyedRecord) {
 	if p.marked < 0 { // nothing committed: the group resumes from the first message read
 		p.marked = rec.offset
 	}
 	p.order = append(p.order, rec)
-	p.bytes += size
-	p.charged += charge
+	p.bytes += rec.size
+	p.charged += rec.charge
 	q := p.keys[rec.key]
 	if len(q) > 0 {
 		rec.turn.prev.Store(q[len(q)-1].turn)

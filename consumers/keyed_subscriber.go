@@ -134,45 +134,71 @@ func (s *KeyedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	stop := context.AfterFunc(s.closeCtx, cancel)
 	h := &keyedGroupHandler{s: s, out: out, msgCtx: context.WithoutCancel(ctx), conns: conns}
 	stopping := context.AfterFunc(consumeCtx, h.stopping)
-	log := s.log.With(slog.String("topic", topic))
 	go func() {
 		defer s.subs.Done()
 		defer s.unsubscribed(conns, static)
 		defer s.unsubscribedTopic(st)
-		lagDone := make(chan struct{})
-		go func() {
-			defer close(lagDone)
-			s.readGroupLag(consumeCtx, sc, topic, st, log)
-		}()
-		errsDone := make(chan struct{})
-		go func() {
-			defer close(errsDone)
-			for err := range group.Errors() {
-				level := slog.LevelWarn
-				if errors.Is(err, errConnsCut) || errors.Is(err, errStopping) {
-					level = slog.LevelDebug // what a stop does on purpose
-				}
-				log.Log(context.Background(), level, "kafka consumer group error", slog.Any("err", err))
-			}
-		}()
-		balanced := make(chan struct{})
-		go func() {
-			defer close(balanced)
-			s.balanceCatchUp(consumeCtx, group, h)
-		}()
-		s.consume(consumeCtx, group, topic, h, log)
-		cancel()
-		<-balanced
-		<-lagDone
-		// Every ConsumeClaim has returned: nothing sends on out any more.
-		h.leave(group, sc, log)
-		<-errsDone
+		s.serve(consumeCtx, cancel, group, sc, topic, st, h)
 		stop()
 		stopping()
 		cancel()
 		close(out)
 	}()
 	return out, nil
+}
+
+// serve runs one member of the group until ctx ends, with the reading of
+// the group's lag, the catch-up balancer and the logging of the group's
+// errors beside it, then leaves the group. Once it returns, nothing sends on
+// the member's output channel any more.
+func (s *KeyedSubscriber) serve(ctx context.Context, cancel context.CancelFunc, group sarama.ConsumerGroup, sc *sarama.Config, topic string, st *topicState, h *keyedGroupHandler) {
+	log := s.log.With(slog.String("topic", topic))
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		s.readGroupLag(ctx, sc, topic, st, log)
+	}()
+	errsDone := make(chan struct{})
+	go func() {
+		defer close(errsDone)
+		logGroupErrors(group, log)
+	}()
+	balanced := make(chan struct{})
+	go func() {
+		defer close(balanced)
+		s.balanceCatchUp(ctx, group, h)
+	}()
+	s.consume(ctx, group, topic, h, log)
+	cancel()
+	<-balanced
+	<-lagDone
+	// Every ConsumeClaim has returned: nothing sends on out any more.
+	h.leave(group, sc, log)
+	<-errsDone
+}
+
+// logGroupErrors logs the group's errors until it is closed.
+func logGroupErrors(group sarama.ConsumerGroup, log *slog.Logger) {
+	for err := range group.Errors() {
+		level := slog.LevelWarn
+		if errors.Is(err, errConnsCut) || errors.Is(err, errStopping) {
+			level = slog.LevelDebug // what a stop does on purpose
+		}
+		log.Log(context.Background(), level, "kafka consumer group error", slog.Any("err", err))
+	}
+}
+
+// keyedGroupHandler is the Sarama handler of one subscription.
+type keyedGroupHandler struct {
+	s      *KeyedSubscriber
+	out    chan<- *message.Message
+	msgCtx context.Context // Subscribe's ctx without its cancellation
+	conns  *groupConns
+
+	mu        sync.Mutex
+	inSession bool // from Setup until the next Consume call (see stopping)
+	stopped   bool
+	deadline  *time.Timer // cuts the connections if a stop takes too long
 }
 
 // consume runs consumer group sessions until ctx ends; a session ends at
