@@ -102,9 +102,11 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Consumer consumes the events topic with a Watermill router and projects
-// each event. One handler runs per assigned partition, so a partition's (and
-// so a room's) events are projected in order.
+// Consumer consumes the events topic with a Watermill router over
+// KeyedSubscriber and projects each event, acknowledging it only once the
+// projection has committed; a room's events take effect in their order (see
+// turn). Contract violations go to the dead-letter topic with their reason;
+// transient failures are retried with backoff and never dead-lettered.
 type Consumer struct {
 	cfg         Config
 	router      *message.Router
