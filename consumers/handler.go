@@ -41,13 +41,19 @@ func (h *handler) Handle(msg *message.Message) error {
 	if d.err != nil {
 		return d.err
 	}
+	_, err := h.projector.Project(msg.Context(), d.env, originOf(msg))
+	return err
+}
+
+// originOf is where msg was read (partition -1 when not from
+// KeyedSubscriber) and whether it was redriven from the dead-letter topic.
+func originOf(msg *message.Message) projections.Origin {
 	src := projections.Origin{Partition: -1}
 	if mc := messageFrom(msg.Context()); mc != nil {
 		src.Partition, src.Offset, src.Timestamp = mc.partition, mc.offset, mc.timestamp
 	}
 	src.Redriven = msg.Metadata.Get(RedrivenHeader) != ""
-	_, err := h.projector.Project(msg.Context(), d.env, src)
-	return err
+	return src
 }
 
 // decoded is an event decoded when its message was read (DecodeAhead), and
