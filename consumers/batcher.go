@@ -65,8 +65,8 @@ type batchRequest struct {
 	item projections.Item
 	ctx  context.Context
 	// gone is ctx.Done(), taken once: form looks at every waiting request
-	// each time it runs (~2,300 of them under a backlog), and going through
-	// the message's context chain each time cost ~5% of roomcast's CPU.
+	// each time it runs (thousands of them under a backlog), too often to
+	// go through the message's context chain each time.
 	gone <-chan struct{}
 	turn *turn // its message's place in its key's order, or nil
 	done chan batchAnswer
@@ -138,69 +138,95 @@ func (b *Batcher) Project(ctx context.Context, env domain.Envelope, src projecti
 // stay for a later batch.
 func (b *Batcher) Run(ctx context.Context) error {
 	defer close(b.stopped)
-	finished := make(chan struct{}, b.cfg.Concurrency)
-	running := 0
+	l := &batchLoop{b: b, finished: make(chan struct{}, b.cfg.Concurrency)}
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		l.startBatches()
+		b.metrics.waiting.Set(float64(len(l.blocked) + len(l.fresh)))
+		select {
+		case r := <-b.requests:
+			l.fresh = append(l.fresh, r)
+		case <-l.finished:
+			l.running--
+			l.rescan = true
+		case <-l.pollWhileBlocked(poll):
+			l.rescan = true
+		case <-ctx.Done():
+			l.finishAndAnswerTheRest()
+			return nil
+		}
+		l.takeHandedIn()
+	}
+}
+
+// batchLoop is Run's state: the batches running and the events waiting.
+type batchLoop struct {
+	b        *Batcher
+	finished chan struct{} // one send per batch finished
+	running  int
 	// blocked wait for an earlier event of their key that was neither done
 	// nor in the batch when they were last looked at; only a finished batch
 	// (or the poll) can release them, so only then are they looked at again.
 	// fresh have not been looked at since they came (or did not fit).
-	var blocked, fresh []*batchRequest
-	rescan := false
-	poll := time.NewTicker(5 * time.Millisecond)
-	defer poll.Stop()
+	blocked, fresh []*batchRequest
+	rescan         bool // look at blocked again
+}
+
+// startBatches forms batches and starts projecting them while a slot is
+// free and something can go.
+func (l *batchLoop) startBatches() {
+	for l.running < l.b.cfg.Concurrency {
+		cands := l.fresh
+		if l.rescan {
+			cands = append(l.blocked, l.fresh...)
+			l.blocked, l.rescan = nil, false
+		}
+		batch, stillBlocked, rest := l.b.form(cands)
+		l.blocked, l.fresh = append(l.blocked, stillBlocked...), rest
+		if len(batch) == 0 {
+			return
+		}
+		l.running++
+		go func() {
+			defer func() { l.finished <- struct{}{} }()
+			l.b.project(batch)
+		}()
+	}
+}
+
+// pollWhileBlocked is poll's channel while events are blocked and a slot is
+// free, else nil: events blocked by a turn another path settles (an ack
+// after a dead letter) are looked at again on a short poll.
+func (l *batchLoop) pollWhileBlocked(poll *time.Ticker) <-chan time.Time {
+	if len(l.blocked) > 0 && l.running < l.b.cfg.Concurrency {
+		return poll.C
+	}
+	return nil
+}
+
+// takeHandedIn takes every event already handed in (at most one per
+// handler) without waiting.
+func (l *batchLoop) takeHandedIn() {
 	for {
-		// Form batches while a slot is free and something can go.
-		for running < b.cfg.Concurrency {
-			cands := fresh
-			if rescan {
-				cands = append(blocked, fresh...)
-				blocked, rescan = nil, false
-			}
-			batch, stillBlocked, rest := b.form(cands)
-			blocked, fresh = append(blocked, stillBlocked...), rest
-			if len(batch) == 0 {
-				break
-			}
-			running++
-			go func() {
-				defer func() { finished <- struct{}{} }()
-				b.project(batch)
-			}()
-		}
-		b.metrics.waiting.Set(float64(len(blocked) + len(fresh)))
-		// Events blocked by a turn another path settles (an ack after a
-		// dead letter) are looked at again on a short poll.
-		var pollC <-chan time.Time
-		if len(blocked) > 0 && running < b.cfg.Concurrency {
-			pollC = poll.C
-		}
 		select {
-		case r := <-b.requests:
-			fresh = append(fresh, r)
-		case <-finished:
-			running--
-			rescan = true
-		case <-pollC:
-			rescan = true
-		case <-ctx.Done():
-			for ; running > 0; running-- {
-				<-finished // the batches in flight are finished and answered
-			}
-			for _, r := range append(blocked, fresh...) {
-				r.done <- batchAnswer{err: errBatcherStopped}
-			}
-			return nil
+		case r := <-l.b.requests:
+			l.fresh = append(l.fresh, r)
+		default:
+			return
 		}
-		// Take everything already handed in (at most one per handler).
-	drain:
-		for {
-			select {
-			case r := <-b.requests:
-				fresh = append(fresh, r)
-			default:
-				break drain
-			}
-		}
+	}
+}
+
+// finishAndAnswerTheRest waits for the batches in flight, which answer
+// their events, and answers the events still waiting that the batcher
+// stopped.
+func (l *batchLoop) finishAndAnswerTheRest() {
+	for ; l.running > 0; l.running-- {
+		<-l.finished
+	}
+	for _, r := range append(l.blocked, l.fresh...) {
+		r.done <- batchAnswer{err: errBatcherStopped}
 	}
 }
 
@@ -220,8 +246,8 @@ func (b *Batcher) form(cands []*batchRequest) (batch, blocked, rest []*batchRequ
 	in := map[*turn]bool{}
 	// The candidates waiting for a turn not yet in the batch, in their
 	// order: blockedOn holds the first and last of each turn's list, after
-	// the index of the next. (A slice per turn was ~3% of roomcast's
-	// allocations under a backlog.)
+	// the index of the next (a linked list in one slice, rather than a
+	// slice per turn allocated on every run).
 	blockedOn := map[*turn][2]int{}
 	after := make([]int, len(cands))
 	var add func(i int)
@@ -282,11 +308,19 @@ func (b *Batcher) form(cands []*batchRequest) (batch, blocked, rest []*batchRequ
 	return batch, blocked, rest
 }
 
+// project projects batch in one transaction and answers each of its events.
 func (b *Batcher) project(batch []*batchRequest) {
 	items := make([]projections.Item, len(batch))
 	for i, r := range batch {
 		items[i] = r.item
 	}
+	results, err := b.projectWithin(items)
+	b.answer(batch, results, err)
+}
+
+// projectWithin projects items within the projection timeout, and records
+// the batch's size and time.
+func (b *Batcher) projectWithin(items []projections.Item) ([]projections.Result, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	results, err := b.projector.ProjectBatch(ctx, items)
@@ -296,10 +330,16 @@ func (b *Batcher) project(batch []*batchRequest) {
 	cancel()
 	b.metrics.seconds.Observe(time.Since(start).Seconds())
 	b.metrics.size.Observe(float64(len(items)))
+	return results, err
+}
+
+// answer tells each event of batch its result, the batch's err if it
+// failed, and lets the successors of those done go.
+func (b *Batcher) answer(batch []*batchRequest, results []projections.Result, err error) {
 	done := 0
 	for i, r := range batch {
 		if err != nil {
-			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(items), err)}
+			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(batch), err)}
 			continue
 		}
 		res := results[i]
@@ -308,7 +348,7 @@ func (b *Batcher) project(batch []*batchRequest) {
 			// failed part-way. As the events of a failed batch, it is
 			// retried and its successors keep waiting (this is always a
 			// suffix of the batch: nothing after it committed).
-			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(items), res.Err)}
+			r.done <- batchAnswer{err: fmt.Errorf("batch of %d: %w", len(batch), res.Err)}
 			continue
 		}
 		// Committed, or rejected for good: either way its successors may go.
@@ -317,38 +357,4 @@ func (b *Batcher) project(batch []*batchRequest) {
 		r.done <- batchAnswer{outcome: res.Outcome, err: res.Err}
 	}
 	b.metrics.events.Add(float64(done))
-}
-
-type batcherMetrics struct {
-	size    prometheus.Histogram
-	seconds prometheus.Histogram
-	events  prometheus.Counter
-	waiting prometheus.Gauge
-}
-
-func newBatcherMetrics(reg prometheus.Registerer) *batcherMetrics {
-	m := &batcherMetrics{
-		size: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "roomcast_projection_batch_events",
-			Help:    "Events projected in one transaction.",
-			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000},
-		}),
-		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "roomcast_projection_batch_seconds",
-			Help:    "Time to project one batch (one transaction, commit included).",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}),
-		events: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomcast_projection_batched_events_total",
-			Help: "Events committed by batch transactions (rate() gives events/s).",
-		}),
-		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "roomcast_projection_waiting_events",
-			Help: "Events handed to the batcher and not yet in a transaction (waiting for a free transaction or for an earlier event of their room).",
-		}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.size, m.seconds, m.events, m.waiting)
-	}
-	return m
 }

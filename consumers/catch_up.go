@@ -16,9 +16,8 @@ import (
 // the ones with the most messages left finish last, alone. The end of a
 // catch-up then runs on the keys (rooms) of one or two partitions, and with
 // one Pusher call in flight per room (~300 events/s per room at a 30 ms round
-// trip) their deliveries trail the projection: in BenchmarkIngest, whose 12
-// partitions hold 9,400-22,900 events each, the last delivery came 0.3-0.6 s
-// after the last projection, 4-7% of the run.
+// trip) their deliveries trail the projection, and the catch-up is over only
+// once those few rooms are delivered.
 //
 // While the largest backlog of the subscription's partitions (high-water mark
 // minus the next offset to read) is big, the subscriber stops fetching

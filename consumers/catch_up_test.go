@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/roomcast/roomcast/consumers"
@@ -101,7 +100,7 @@ func TestKeyedSubscriberCatchUpBalancesPartitions(t *testing.T) {
 				<-start
 				for msg := range msgs {
 					time.Sleep(time.Millisecond) // ~20 messages per ms: the run lasts ~250ms
-					p, _ := kafka.MessagePartitionFromCtx(msg.Context())
+					p, _ := consumers.MessagePartition(msg.Context())
 					mu.Lock()
 					v := string(msg.Payload)
 					if seen[v] {

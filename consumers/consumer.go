@@ -102,9 +102,11 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Consumer consumes the events topic with a Watermill router and projects
-// each event. One handler runs per assigned partition, so a partition's (and
-// so a room's) events are projected in order.
+// Consumer consumes the events topic with a Watermill router over
+// KeyedSubscriber and projects each event, acknowledging it only once the
+// projection has committed; a room's events take effect in their order (see
+// turn). Contract violations go to the dead-letter topic with their reason;
+// transient failures are retried with backoff and never dead-lettered.
 type Consumer struct {
 	cfg         Config
 	router      *message.Router
@@ -124,30 +126,7 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	}
 	logger := newWatermillLogger(cfg.Logger)
 	maxBytes := max(cfg.MaxEventBytes, 0)
-
-	subConfig := cfg.Kafka.ConsumerConfig()
-	initial := sarama.OffsetOldest
-	if cfg.InitialOffset == "latest" {
-		initial = sarama.OffsetNewest
-	}
-	// Many messages of a partition in flight, MaxInFlightPerKey per key
-	// (room) at a time, so that the batcher can put many events in one
-	// transaction.
-	subscriber, err := NewKeyedSubscriber(KeyedSubscriberConfig{
-		Brokers:                 cfg.Kafka.Brokers,
-		ConsumerGroup:           cfg.ConsumerGroup,
-		Sarama:                  subConfig,
-		InitialOffset:           initial,
-		MaxInFlightPerPartition: cfg.MaxInFlightPerPartition,
-		MaxInFlight:             cfg.MaxInFlight,
-		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
-		MaxInFlightBytes:        cfg.MaxInFlightBytes,
-		GroupInstanceID:         cfg.GroupInstanceID,
-		Prepare:                 DecodeAhead(maxBytes),
-		SettledByMiddleware:     true, // SettleKeyed below
-		CatchUp:                 CatchUpConfig{Ratio: cfg.CatchUpRatio},
-		Logger:                  cfg.Logger,
-	})
+	subscriber, err := newSubscriber(cfg, maxBytes)
 	if err != nil {
 		return nil, fmt.Errorf("create kafka subscriber for %s: %w", cfg.Topic, err)
 	}
@@ -172,17 +151,8 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 	// back instead.
 	dead := newDeadLetters(producer, cfg.DLQTopic, metrics, log, stopping)
 	tracked := newRetrying(log, cfg.RetryMaxInterval)
-	retry := middleware.Retry{
-		MaxRetries:          8,
-		InitialInterval:     100 * time.Millisecond,
-		MaxInterval:         cfg.RetryMaxInterval,
-		Multiplier:          2,
-		RandomizationFactor: 0.3,
-		ShouldRetry:         func(p middleware.RetryParams) bool { return !isPermanent(p.Err) },
-		// No logger: retrying logs each cause once, not each attempt.
-	}
 	router.AddConsumerHandler("project", cfg.Topic, subscriber, h.Handle)
-	router.AddMiddleware(SettleKeyed, dead.Middleware, retryAfterFailure(retry, nil), tracked.track, h.recoverPanics)
+	router.AddMiddleware(SettleKeyed, dead.Middleware, retryAfterFailure(transientRetry(cfg.RetryMaxInterval), nil), tracked.track, h.recoverPanics)
 	c := &Consumer{cfg: cfg, router: router, subscriber: subscriber, deadLetters: dead, producer: producer, retrying: tracked, stop: stop}
 	c.stalls = newStallReport(cfg.StallAfter, subscriber, tracked.stalls, dead.stalls)
 	if cfg.Registerer != nil {
@@ -191,6 +161,46 @@ func New(cfg Config, projector Projector) (*Consumer, error) {
 		cfg.Registerer.MustRegister(tracked.collectors()...)
 	}
 	return c, nil
+}
+
+// newSubscriber is the consumer's KeyedSubscriber: many messages of a
+// partition in flight, MaxInFlightPerKey per key (room) at a time, so that
+// the batcher can put many events in one transaction; events decoded as
+// they are read, and settled by SettleKeyed.
+func newSubscriber(cfg Config, maxBytes int) (*KeyedSubscriber, error) {
+	initial := sarama.OffsetOldest
+	if cfg.InitialOffset == "latest" {
+		initial = sarama.OffsetNewest
+	}
+	return NewKeyedSubscriber(KeyedSubscriberConfig{
+		Brokers:                 cfg.Kafka.Brokers,
+		ConsumerGroup:           cfg.ConsumerGroup,
+		Sarama:                  cfg.Kafka.ConsumerConfig(),
+		InitialOffset:           initial,
+		MaxInFlightPerPartition: cfg.MaxInFlightPerPartition,
+		MaxInFlight:             cfg.MaxInFlight,
+		MaxInFlightPerKey:       cfg.MaxInFlightPerKey,
+		MaxInFlightBytes:        cfg.MaxInFlightBytes,
+		GroupInstanceID:         cfg.GroupInstanceID,
+		Prepare:                 DecodeAhead(maxBytes),
+		SettledByMiddleware:     true, // SettleKeyed in New's middleware
+		CatchUp:                 CatchUpConfig{Ratio: cfg.CatchUpRatio},
+		Logger:                  cfg.Logger,
+	})
+}
+
+// transientRetry retries an event that failed transiently (Postgres
+// restarting) with backoff; a permanent failure is not retried.
+func transientRetry(maxInterval time.Duration) middleware.Retry {
+	return middleware.Retry{
+		MaxRetries:          8,
+		InitialInterval:     100 * time.Millisecond,
+		MaxInterval:         maxInterval,
+		Multiplier:          2,
+		RandomizationFactor: 0.3,
+		ShouldRetry:         func(p middleware.RetryParams) bool { return !isPermanent(p.Err) },
+		// No logger: retrying logs each cause once, not each attempt.
+	}
 }
 
 // Run consumes until ctx ends, then finishes the event in flight, commits

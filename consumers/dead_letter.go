@@ -89,7 +89,7 @@ func (dl *deadLetters) deadLetter(msg *message.Message, reason error) error {
 	}
 	headers := deadLetterHeaders(msg, reason)
 	var key sarama.Encoder
-	if k, ok := kafka.MessageKeyFromCtx(ctx); ok && k != nil {
+	if k, ok := MessageKey(ctx); ok && k != nil {
 		key = sarama.ByteEncoder(k)
 	}
 	// After a failure, also stop waiting when the consumer stops.
@@ -146,8 +146,8 @@ func (dl *deadLetters) published(msg *message.Message, reason error, entry *wait
 	}
 	dl.metrics.deadLettered.WithLabelValues(typ, deadLetterReason(reason)).Inc()
 	attrs := []any{slog.String("type", typ), slog.String("reason", reason.Error())}
-	if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok {
-		off, _ := kafka.MessagePartitionOffsetFromCtx(msg.Context())
+	if p, ok := MessagePartition(msg.Context()); ok {
+		off, _ := MessageOffset(msg.Context())
 		attrs = append(attrs, slog.Int("partition", int(p)), slog.Int64("offset", off))
 	}
 	if entry != nil {

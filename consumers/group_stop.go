@@ -25,7 +25,7 @@ var (
 // can cut them, so that a stop is never held by a request the broker keeps
 // waiting: Sarama reads a JoinGroup for up to Net.ReadTimeout, cannot cancel
 // it, and its Close waits for it (it takes the same lock), so a SIGTERM
-// during a stalled rebalance used to wait that long.
+// during a stalled rebalance would wait that long.
 type groupConns struct {
 	dialer interface {
 		Dial(network, addr string) (net.Conn, error)

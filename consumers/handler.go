@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
@@ -42,17 +41,19 @@ func (h *handler) Handle(msg *message.Message) error {
 	if d.err != nil {
 		return d.err
 	}
+	_, err := h.projector.Project(msg.Context(), d.env, originOf(msg))
+	return err
+}
+
+// originOf is where msg was read (partition -1 when not from
+// KeyedSubscriber) and whether it was redriven from the dead-letter topic.
+func originOf(msg *message.Message) projections.Origin {
 	src := projections.Origin{Partition: -1}
-	if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok {
-		src.Partition = p
-		src.Offset, _ = kafka.MessagePartitionOffsetFromCtx(msg.Context())
-	}
-	if ts, ok := kafka.MessageTimestampFromCtx(msg.Context()); ok {
-		src.Timestamp = ts
+	if mc := messageFrom(msg.Context()); mc != nil {
+		src.Partition, src.Offset, src.Timestamp = mc.partition, mc.offset, mc.timestamp
 	}
 	src.Redriven = msg.Metadata.Get(RedrivenHeader) != ""
-	_, err := h.projector.Project(msg.Context(), d.env, src)
-	return err
+	return src
 }
 
 // decoded is an event decoded when its message was read (DecodeAhead), and

@@ -15,10 +15,10 @@ import (
 // backlog of their rooms, end in the dead-letter topic with their reason;
 // every other event is projected once, in its room's order, and every
 // partition is committed to its end. One is refused by the decoder (a
-// number Postgres' numeric cannot hold, which used to reach Postgres and
-// fail with SQLSTATE 22003), the other by Postgres itself (a constraint an
-// operator added: the decoder cannot know it). Before, each was retried as
-// if Postgres were down, forever, and its room waited behind it.
+// number Postgres' numeric cannot hold, which Postgres would refuse with
+// SQLSTATE 22003), the other by Postgres itself (a constraint an operator
+// added: the decoder cannot know it). Neither is retried as if Postgres were
+// down: that would go on forever, and hold its room behind it.
 func TestEventsPostgresRefusesEndInTheDeadLetterTopic(t *testing.T) {
 	const partitions, perRoom = 2, 500
 	env := newBatchEnv(t, partitions)

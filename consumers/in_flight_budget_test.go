@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 
 	"github.com/roomcast/roomcast/consumers"
 )
@@ -81,7 +80,7 @@ func TestKeyedSubscriberStuckPartitionDoesNotStarveTheOthers(t *testing.T) {
 							keyedNack(msg)
 							continue
 						}
-						p, _ := kafka.MessagePartitionFromCtx(msg.Context())
+						p, _ := consumers.MessagePartition(msg.Context())
 						done[p].Add(1)
 						keyedAck(msg)
 					}

@@ -72,13 +72,13 @@ type KeyedSubscriberConfig struct {
 	// message's context (see Prepared): work done there is done once per
 	// message, however often the message is redelivered, and not on the
 	// router's fresh per-message goroutines. roomcast decodes events there
-	// (DecodeAhead): on those goroutines the decoder's deep stack made each
-	// of them grow, copying its stack: ~10% of the worker's CPU.
+	// (DecodeAhead): on those goroutines the decoder's deep stack would make
+	// each of them grow, copying its stack.
 	Prepare func(payload []byte) any
 	// SettledByMiddleware says that every handler of the subscription runs
 	// inside SettleKeyed, outermost: the outcome of each message is then
 	// taken from there instead of from a goroutine per message waiting for
-	// its Ack or Nack (~5% of roomcast's CPU under a backlog). A message not
+	// its Ack or Nack, costly under a backlog. A message not
 	// settled that way is never acknowledged here.
 	SettledByMiddleware bool
 	// CatchUp evens out how the partitions drain a backlog (see CatchUpConfig).

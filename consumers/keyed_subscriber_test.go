@@ -151,8 +151,8 @@ func keyedParse(t *testing.T, msg *message.Message) (key string, seq int) {
 	if !ok || err != nil {
 		t.Errorf("payload %q is not key/seq", msg.Payload)
 	}
-	if k, ok := kafka.MessageKeyFromCtx(msg.Context()); !ok || string(k) != key {
-		t.Errorf("kafka.MessageKeyFromCtx = %q, %v; want %q", k, ok, key)
+	if k, ok := consumers.MessageKey(msg.Context()); !ok || string(k) != key {
+		t.Errorf("consumers.MessageKey = %q, %v; want %q", k, ok, key)
 	}
 	return key, n
 }
@@ -181,9 +181,9 @@ func newKeyedRecorder(t *testing.T) *keyedRecorder {
 // process records msg's processing, taking work (and sleeping in it).
 func (r *keyedRecorder) process(msg *message.Message, work time.Duration) {
 	key, seq := keyedParse(r.t, msg)
-	partition, ok1 := kafka.MessagePartitionFromCtx(msg.Context())
-	offset, ok2 := kafka.MessagePartitionOffsetFromCtx(msg.Context())
-	ts, ok3 := kafka.MessageTimestampFromCtx(msg.Context())
+	partition, ok1 := consumers.MessagePartition(msg.Context())
+	offset, ok2 := consumers.MessageOffset(msg.Context())
+	ts, ok3 := consumers.MessageTimestamp(msg.Context())
 	if !ok1 || !ok2 || !ok3 || ts.IsZero() {
 		r.t.Errorf("%s/%d: partition, offset or timestamp missing from the context", key, seq)
 	}
@@ -308,6 +308,17 @@ func TestKeyedSubscriberKeepsPerKeyOrderUnderConcurrency(t *testing.T) {
 	}
 }
 
+func TestMessagePositionIsUnknownOutsideKeyedSubscriberMessages(t *testing.T) {
+	ctx := t.Context()
+	_, okP := consumers.MessagePartition(ctx)
+	_, okO := consumers.MessageOffset(ctx)
+	_, okT := consumers.MessageTimestamp(ctx)
+	_, okK := consumers.MessageKey(ctx)
+	if okP || okO || okT || okK {
+		t.Errorf("a context KeyedSubscriber did not hand out reports a position: partition %v offset %v timestamp %v key %v", okP, okO, okT, okK)
+	}
+}
+
 func TestKeyedSubscriberMessageFromKafka(t *testing.T) {
 	brokers, topic := keyedTopic(t, 1)
 	produceKeyed(t, brokers, topic, []keyedEvent{
@@ -336,10 +347,10 @@ func TestKeyedSubscriberMessageFromKafka(t *testing.T) {
 		if msg.UUID != want.uuid || string(msg.Payload) != want.payload || !keyedSameMetadata(msg.Metadata, want.metadata) {
 			t.Errorf("message %d: uuid %q payload %q metadata %v; want %q %q %v", i, msg.UUID, msg.Payload, msg.Metadata, want.uuid, want.payload, want.metadata)
 		}
-		p, _ := kafka.MessagePartitionFromCtx(msg.Context())
-		o, _ := kafka.MessagePartitionOffsetFromCtx(msg.Context())
-		ts, _ := kafka.MessageTimestampFromCtx(msg.Context())
-		key, ok := kafka.MessageKeyFromCtx(msg.Context())
+		p, _ := consumers.MessagePartition(msg.Context())
+		o, _ := consumers.MessageOffset(msg.Context())
+		ts, _ := consumers.MessageTimestamp(msg.Context())
+		key, ok := consumers.MessageKey(msg.Context())
 		if p != 0 || o != int64(i) || time.Since(ts) > time.Minute || !ok || string(key) != string(want.key) {
 			t.Errorf("message %d: context partition %d offset %d timestamp %v key %q (%v)", i, p, o, ts, key, ok)
 		}
@@ -459,7 +470,7 @@ func TestKeyedSubscriberCommitsOnlyTheAckedPrefix(t *testing.T) {
 	rand.Shuffle(len(got), func(i, j int) { got[i], got[j] = got[j], got[i] })
 	var heldMsg *message.Message
 	for _, msg := range got {
-		if off, _ := kafka.MessagePartitionOffsetFromCtx(msg.Context()); off == held {
+		if off, _ := consumers.MessageOffset(msg.Context()); off == held {
 			heldMsg = msg
 			continue
 		}
@@ -492,7 +503,7 @@ func TestKeyedSubscriberCommitsOnlyTheAckedPrefix(t *testing.T) {
 	for len(offsets) < total-held {
 		select {
 		case msg := <-msgs:
-			off, _ := kafka.MessagePartitionOffsetFromCtx(msg.Context())
+			off, _ := consumers.MessageOffset(msg.Context())
 			offsets = append(offsets, off)
 			keyedAck(msg)
 		case <-time.After(20 * time.Second):
@@ -625,7 +636,7 @@ func TestKeyedSubscriberBoundsInFlight(t *testing.T) {
 			var wg sync.WaitGroup
 			wg.Go(func() {
 				for msg := range msgs { // never acked
-					p, _ := kafka.MessagePartitionFromCtx(msg.Context())
+					p, _ := consumers.MessagePartition(msg.Context())
 					mu.Lock()
 					per[p]++
 					total++

@@ -46,3 +46,37 @@ func (m *consumerMetrics) countConsumed(d *decoded, payload []byte) {
 	d.typeLabel(payload)
 	m.consumedByType[d.typ-1].Inc()
 }
+
+type batcherMetrics struct {
+	size    prometheus.Histogram
+	seconds prometheus.Histogram
+	events  prometheus.Counter
+	waiting prometheus.Gauge
+}
+
+func newBatcherMetrics(reg prometheus.Registerer) *batcherMetrics {
+	m := &batcherMetrics{
+		size: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomcast_projection_batch_events",
+			Help:    "Events projected in one transaction.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000},
+		}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomcast_projection_batch_seconds",
+			Help:    "Time to project one batch (one transaction, commit included).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_projection_batched_events_total",
+			Help: "Events committed by batch transactions (rate() gives events/s).",
+		}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_projection_waiting_events",
+			Help: "Events handed to the batcher and not yet in a transaction (waiting for a free transaction or for an earlier event of their room).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.size, m.seconds, m.events, m.waiting)
+	}
+	return m
+}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomcast/roomcast/consumers"
@@ -44,7 +43,7 @@ func TestKeyedSubscriberStallsReportAPartitionThatDoesNotAdvance(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for msg := range msgs {
-				p, _ := kafka.MessagePartitionFromCtx(msg.Context())
+				p, _ := consumers.MessagePartition(msg.Context())
 				if string(msg.Payload) == "0/0" && !fixed.Load() {
 					keyedNack(msg)
 					continue

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/roomcast/roomcast/domain"
 	"github.com/roomcast/roomcast/internal/chattest"
@@ -28,8 +27,7 @@ func BenchmarkSuccessPath(b *testing.B) {
 	h := &handler{projector: nopProjector{}, log: slog.New(slog.DiscardHandler), metrics: newConsumerMetrics(nil), maxBytes: DefaultMaxEventBytes}
 	dead := newDeadLetters(nil, "dlq", h.metrics, h.log, context.Background())
 	tracked := newRetrying(h.log, 5*time.Second)
-	retry := middleware.Retry{MaxRetries: 8, InitialInterval: 100 * time.Millisecond, MaxInterval: 5 * time.Second, Multiplier: 2,
-		RandomizationFactor: 0.3, ShouldRetry: func(p middleware.RetryParams) bool { return !isPermanent(p.Err) }}
+	retry := transientRetry(5 * time.Second)
 	handle := func(msg *message.Message) ([]*message.Message, error) { return nil, h.Handle(msg) }
 	chain := SettleKeyed(dead.Middleware(retryAfterFailure(retry, nil)(tracked.track(h.recoverPanics(handle)))))
 	payload := chattest.MessageCreated("room-1", "m-1", "hello").JSON()

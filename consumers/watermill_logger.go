@@ -10,8 +10,8 @@ import (
 // quietLogger is Watermill's slog adapter that skips Trace and Debug lines
 // the slog handler would drop before building them: the adapter turns
 // every line's fields into slog attributes before slog checks the level,
-// and the router writes two Trace lines per message (2% of `roomcast run`'s
-// CPU under a backlog, for nothing).
+// and the router writes two Trace lines per message, all built for
+// nothing.
 type quietLogger struct {
 	watermill.LoggerAdapter
 	log *slog.Logger
