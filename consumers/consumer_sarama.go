@@ -29,7 +29,7 @@ import (
 // response (Fetch.Default, 1 MiB: ~2,000 events) is what keeps the
 // subscriber fed, not the channel, which stays full either way; a smaller
 // ChannelBufferSize only absorbs less jitter. It is the knob to look at if
-// small-message throughput drops (BenchmarkIngest measures it).
+// small-message throughput drops.
 //
 // Consumer.Fetch.Max stays 0 (no limit): Sarama grows a partition's fetch
 // size to the size of a record batch larger than Fetch.Default, and at

@@ -74,9 +74,9 @@ func (s *Server) notifyLocked() {
 }
 
 // eventLog keeps the accepted events in chunks of eventChunk, so that
-// recording some never copies the ones before: a growing slice of 205,000
-// events was reallocated and copied ~30 times in BenchmarkIngest, 6% of the
-// benchmark process's CPU, which shares the machine with the worker measured.
+// recording some never copies the ones before: a growing slice of a
+// benchmark's hundreds of thousands of events is reallocated and copied
+// again and again, on the CPU the worker being measured shares.
 type eventLog struct {
 	chunks [][]Event
 	n      int
