@@ -1,14 +1,12 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,12 +47,12 @@ func testEnv(t *testing.T) map[string]string {
 
 // runWorker runs a worker with cfg until t ends, and returns it once
 // /readyz answers 200, with its log.
-func runWorker(t *testing.T, cfg config.Config) (*Worker, *syncBuffer) {
+func runWorker(t *testing.T, cfg config.Config) (*Worker, *testsupport.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testsupport.SyncBuffer{}
 	w, err := New(t.Context(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
-		t.Fatalf("worker: %v\nlog tail:\n%s", err, logs.tail(40))
+		t.Fatalf("worker: %v\nlog tail:\n%s", err, logs.Tail(40))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -64,7 +62,7 @@ func runWorker(t *testing.T, cfg config.Config) (*Worker, *syncBuffer) {
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("worker: Run returned %v\nlog tail:\n%s", err, logs.tail(40))
+				t.Errorf("worker: Run returned %v\nlog tail:\n%s", err, logs.Tail(40))
 			}
 		case <-time.After(45 * time.Second):
 			t.Errorf("worker did not stop within 45s")
@@ -73,24 +71,24 @@ func runWorker(t *testing.T, cfg config.Config) (*Worker, *syncBuffer) {
 	select {
 	case <-w.Started():
 	case err := <-done:
-		t.Fatalf("worker exited at start: %v\nlog tail:\n%s", err, logs.tail(40))
+		t.Fatalf("worker exited at start: %v\nlog tail:\n%s", err, logs.Tail(40))
 	case <-time.After(60 * time.Second):
-		t.Fatalf("worker did not start within 60s\nlog tail:\n%s", logs.tail(40))
+		t.Fatalf("worker did not start within 60s\nlog tail:\n%s", logs.Tail(40))
 	}
 	waitHTTPReady(t, w.Addr(), done, logs)
 	return w, logs
 }
 
-func waitHTTPReady(t *testing.T, addr string, done <-chan error, logs *syncBuffer) {
+func waitHTTPReady(t *testing.T, addr string, done <-chan error, logs *testsupport.SyncBuffer) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "/readyz to answer 200", func() (bool, string) {
+	testsupport.WaitFor(t, 30*time.Second, "/readyz to answer 200", func() (bool, string) {
 		select {
 		case err := <-done:
-			t.Fatalf("worker exited before it was ready: %v\nlog tail:\n%s", err, logs.tail(40))
+			t.Fatalf("worker exited before it was ready: %v\nlog tail:\n%s", err, logs.Tail(40))
 		default:
 		}
 		code, body, err := httpGet(addr, "/readyz")
-		return err == nil && code == 200, fmt.Sprintf("%d %s %v\nlog tail:\n%s", code, strings.TrimSpace(body), err, logs.tail(40))
+		return err == nil && code == 200, fmt.Sprintf("%d %s %v\nlog tail:\n%s", code, strings.TrimSpace(body), err, logs.Tail(40))
 	})
 }
 
@@ -104,47 +102,4 @@ func httpGet(addr, path string) (int, string, error) {
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
-}
-
-// waitFor polls cond until it holds or timeout passes (then the test fails
-// with cond's last status).
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, status := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, status)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

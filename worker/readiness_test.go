@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/internal/testsupport"
+
 	"github.com/roomcast/roomcast/config"
 
 	"github.com/roomcast/roomcast/publishers"
@@ -118,7 +120,7 @@ func (c *countingReader) Read(b []byte) (int, error) {
 
 // proxiedWorker runs a worker with env and its database (dbURL) behind a
 // proxy and returns the worker, its logs and the proxy.
-func proxiedWorker(t *testing.T, env map[string]string, dbURL string) (*Worker, *syncBuffer, *tcpProxy) {
+func proxiedWorker(t *testing.T, env map[string]string, dbURL string) (*Worker, *testsupport.SyncBuffer, *tcpProxy) {
 	t.Helper()
 	u, err := url.Parse(dbURL)
 	if err != nil {
@@ -180,7 +182,7 @@ func TestReadyzHidesDatabaseDetails(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, 60*time.Second, "/readyz to report Postgres down", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "/readyz to report Postgres down", func() (bool, string) {
 		code, b, err := httpGet(w.addr, "/readyz")
 		return err == nil && code == 503 && strings.Contains(b, "postgres:"), fmt.Sprintf("%d %q %v", code, b, err)
 	})
@@ -189,7 +191,7 @@ func TestReadyzHidesDatabaseDetails(t *testing.T) {
 	w.readiness.mu.Lock()
 	rounds := w.readiness.rounds
 	w.readiness.mu.Unlock()
-	waitFor(t, 60*time.Second, "three more rounds of checks", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "three more rounds of checks", func() (bool, string) {
 		if code, b, err := httpGet(w.addr, "/readyz"); err == nil && code == 503 {
 			check(b)
 		}
@@ -201,10 +203,10 @@ func TestReadyzHidesDatabaseDetails(t *testing.T) {
 	waitHTTPReady(t, w.addr, nil, logs)
 	log := logs.String()
 	if n := strings.Count(log, "readiness: postgres: unreachable"); n != 1 {
-		t.Errorf("the log has %d lines on Postgres being unreachable, want 1:\n%s", n, logs.tail(30))
+		t.Errorf("the log has %d lines on Postgres being unreachable, want 1:\n%s", n, logs.Tail(30))
 	}
 	if n := strings.Count(log, "readiness: postgres is back"); n != 1 {
-		t.Errorf("the log has %d lines on Postgres being back, want 1:\n%s", n, logs.tail(30))
+		t.Errorf("the log has %d lines on Postgres being back, want 1:\n%s", n, logs.Tail(30))
 	}
 	t.Logf("the log on readiness:\n%s", grepLines(log, "readiness"))
 	if strings.Contains(log, pw) {
@@ -283,7 +285,7 @@ func (s *stalls) set(lines ...string) {
 func TestReadinessComponentProblems(t *testing.T) {
 	t.Parallel()
 	cfg := config.Config{DatabaseURL: "postgres://u:hunter2-pw@db.internal:5432/app", Pusher: publishers.ClientConfig{Secret: "pusher-secret-x"}}
-	var logs syncBuffer
+	var logs testsupport.SyncBuffer
 	src := &stalls{}
 	var failing atomic.Bool
 	check := &readinessCheck{name: "postgres", probe: func(context.Context) (string, error) {

@@ -64,12 +64,12 @@ func TestChaos(t *testing.T) {
 	hostile := hostileMessages(t, s.topic, 12)
 	s.produceHostile(hostile)
 	stream := s.startStream("chaos", cfg.rooms, cfg.rate)
-	waitFor(t, time.Minute, "a backlog behind the hostile messages", func() (bool, string) {
+	testsupport.WaitFor(t, time.Minute, "a backlog behind the hostile messages", func() (bool, string) {
 		n, _ := stream.snapshot()
 		return n >= int(cfg.backlog.Seconds()*float64(cfg.rate)), fmt.Sprintf("%d produced", n)
 	})
 	p := s.startProc(bin, "chaos-0")
-	waitFor(t, time.Minute, "the first worker projecting", func() (bool, string) {
+	testsupport.WaitFor(t, time.Minute, "the first worker projecting", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n >= int64(cfg.rate/2), fmt.Sprintf("%d projected (%v)", n, err)
 	})

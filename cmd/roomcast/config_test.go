@@ -26,7 +26,7 @@ func runQuick(t *testing.T, timeout time.Duration, args []string, env config.Get
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, env, stdin, &stdout, &stderr) }()
 	select {
@@ -154,7 +154,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	w.stop()
 	logs := w.logs.String()
 	if !strings.Contains(logs, "roomcast starting") || !strings.Contains(logs, "401") {
-		t.Errorf("the log lacks the start and the refused Pusher calls:\n%s", w.logs.tail(30))
+		t.Errorf("the log lacks the start and the refused Pusher calls:\n%s", w.logs.Tail(30))
 	}
 	for _, secret := range []string{testSecret, dbPassword} {
 		if strings.Contains(logs, secret) {
@@ -345,7 +345,7 @@ func TestKafkaPasswordNeverShown(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	var logs syncBuffer
+	var logs testsupport.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run"}, env, nil, io.Discard, &logs) }()
 	var err error

@@ -81,7 +81,7 @@ func testStreamPostgresRestart(t *testing.T, bin string, pg *localstack.Postgres
 	p := s.startProc(bin, "worker")
 	p.waitReady()
 	stream := s.startStream("pgr", crashLoopRooms, crashLoopRate)
-	waitFor(t, 60*time.Second, "the stream being projected", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "the stream being projected", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n >= crashLoopRate, fmt.Sprintf("%d projected (%v)", n, err)
 	})
@@ -122,7 +122,7 @@ func testKill9Loop(t *testing.T, bin string, pg *localstack.Postgres) {
 	s.recordProgress(s.env["KAFKA_CONSUMER_GROUP"])
 	stream := s.startStream("crash", crashLoopRooms, crashLoopRate)
 	p := s.startProc(bin, "run-0")
-	waitFor(t, 60*time.Second, "the first worker projecting", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "the first worker projecting", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n >= crashLoopRate/2, fmt.Sprintf("%d projected (%v)", n, err)
 	})

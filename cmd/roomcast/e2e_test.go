@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/internal/testsupport"
+
 	"github.com/roomcast/roomcast/domain"
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/fakepusher"
@@ -393,7 +395,7 @@ func TestPusherOutage(t *testing.T) {
 	// draining the backlog after it depends on the machine and is only waited
 	// for.
 	limit := 2*outage + 3*time.Second
-	waitFor(t, limit, fmt.Sprintf("a call accepted within %v of Pusher's return after a %v outage (else the backoff grew faster than the outage)",
+	testsupport.WaitFor(t, limit, fmt.Sprintf("a call accepted within %v of Pusher's return after a %v outage (else the backoff grew faster than the outage)",
 		limit.Round(time.Millisecond), outage.Round(time.Millisecond)), func() (bool, string) {
 		n := acceptedCalls(s)
 		return n > 0, fmt.Sprintf("%d calls accepted", n)
@@ -473,7 +475,7 @@ func TestHealthEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitCount(30*time.Second, 0, `SELECT count(*) FROM deliveries WHERE delivered_at IS NULL`)
-	waitFor(t, 10*time.Second, "metrics after one event", func() (bool, string) {
+	testsupport.WaitFor(t, 10*time.Second, "metrics after one event", func() (bool, string) {
 		m := scrape(t, w.addr)
 		consumed := m.sum("roomcast_events_consumed_total", `type="chat.message.created"`)
 		calls := m.sum("roomcast_pusher_calls_total")

@@ -141,7 +141,7 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 		t.Errorf("pusher deliveries on %s: %d, want %d", room, len(evs), len(valid))
 	}
 
-	waitFor(t, 10*time.Second, "dead-letter metrics", func() (bool, string) {
+	testsupport.WaitFor(t, 10*time.Second, "dead-letter metrics", func() (bool, string) {
 		m := scrape(t, w.addr)
 		total := m.sum("roomcast_events_dead_lettered_total")
 		unknown := m.sum("roomcast_events_dead_lettered_total", `reason="unknown_message"`)
@@ -199,7 +199,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 	}()
 
 	// Restart once a good part is projected and the stream still flows.
-	waitFor(t, 60*time.Second, "first events projected", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "first events projected", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n >= 150, fmt.Sprintf("%d projected (%v)", n, err)
 	})
@@ -215,7 +215,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 	}
 
 	// Then a crash (immediate shutdown), down while 100 more events arrive.
-	waitFor(t, 60*time.Second, "more events projected", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "more events projected", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n >= 600, fmt.Sprintf("%d projected (%v)", n, err)
 	})
@@ -224,7 +224,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 	if err := pg.Kill(); err != nil {
 		t.Fatalf("kill postgres: %v", err)
 	}
-	waitFor(t, 30*time.Second, "events produced while postgres is down", func() (bool, string) {
+	testsupport.WaitFor(t, 30*time.Second, "events produced while postgres is down", func() (bool, string) {
 		n := produced.Load()
 		return n >= min(before+100, int64(total)), fmt.Sprintf("%d produced", n)
 	})
@@ -244,7 +244,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 		if !t.Failed() {
 			return
 		}
-		t.Logf("worker log tail:\n%s", w.logs.tail(60))
+		t.Logf("worker log tail:\n%s", w.logs.Tail(60))
 		var missing []string
 		for i := range total {
 			var ok bool
@@ -255,7 +255,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 		}
 		t.Logf("messages not projected: %v", missing)
 	})
-	waitFor(t, 60*time.Second, "every event projected", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "every event projected", func() (bool, string) {
 		if dead := topicSize(t, s.brokers, s.dlq); dead > 0 {
 			t.Fatalf("%v valid events went to the DLQ during the Postgres restarts", dead)
 		}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/internal/testsupport"
+
 	"github.com/IBM/sarama"
 
 	"github.com/roomcast/roomcast/domain"
@@ -205,7 +207,7 @@ func testKill9(t *testing.T, bin string) {
 
 	first := s.startProc(bin, "first")
 	var atKill int64
-	waitFor(t, 60*time.Second, "30% of the events in Postgres", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "30% of the events in Postgres", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		atKill = n
 		return err == nil && n >= int64(total)*3/10, fmt.Sprintf("%d of %d (%v)", n, total, err)
@@ -225,7 +227,7 @@ func testKill9(t *testing.T, bin string) {
 	second := s.startProc(bin, "second")
 	// The group waits for the killed member's session to time out before it
 	// hands its partitions to the new process.
-	waitFor(t, 120*time.Second, "the restarted process to project", func() (bool, string) {
+	testsupport.WaitFor(t, 120*time.Second, "the restarted process to project", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n > projectedAtKill, fmt.Sprintf("%d projected (%v)", n, err)
 	})
@@ -406,7 +408,7 @@ func testGracefulStopMidStream(t *testing.T, bin string) {
 	total := len(ks.events)
 	s.produceEvents(ks.events...)
 	first := s.startProc(bin, "first")
-	waitFor(t, 60*time.Second, "30% of the events in Postgres", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "30% of the events in Postgres", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n >= int64(total)*3/10, fmt.Sprintf("%d of %d (%v)", n, total, err)
 	})

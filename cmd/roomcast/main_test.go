@@ -129,7 +129,7 @@ type inprocWorker struct {
 	addr   string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *testsupport.SyncBuffer
 	once   sync.Once
 	err    error
 }
@@ -144,12 +144,12 @@ func (s *stack) startWorker(overrides map[string]string) *inprocWorker {
 		env[k] = v
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &inprocWorker{t: s.t, addr: addr, cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	w := &inprocWorker{t: s.t, addr: addr, cancel: cancel, done: make(chan error, 1), logs: &testsupport.SyncBuffer{}}
 	getenv := s.getenv(env)
 	go func() { w.done <- run(ctx, []string{"run"}, getenv, nil, io.Discard, w.logs) }()
 	s.t.Cleanup(func() {
 		if err := w.shutdown(); err != nil {
-			s.t.Errorf("worker: run returned %v\nlog tail:\n%s", err, w.logs.tail(40))
+			s.t.Errorf("worker: run returned %v\nlog tail:\n%s", err, w.logs.Tail(40))
 		}
 	})
 	return w
@@ -172,7 +172,7 @@ func (w *inprocWorker) shutdown() error {
 func (w *inprocWorker) stop() {
 	w.t.Helper()
 	if err := w.shutdown(); err != nil {
-		w.t.Fatalf("worker: run returned %v\nlog tail:\n%s", err, w.logs.tail(40))
+		w.t.Fatalf("worker: run returned %v\nlog tail:\n%s", err, w.logs.Tail(40))
 	}
 }
 
@@ -182,14 +182,14 @@ func (w *inprocWorker) waitReady() {
 	waitHTTPReady(w.t, w.addr, w.done, w.logs)
 }
 
-func waitHTTPReady(t *testing.T, addr string, done <-chan error, logs *syncBuffer) {
+func waitHTTPReady(t *testing.T, addr string, done <-chan error, logs *testsupport.SyncBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	last := ""
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-done:
-			t.Fatalf("worker exited before it was ready: %v\nlog tail:\n%s", err, logs.tail(40))
+			t.Fatalf("worker exited before it was ready: %v\nlog tail:\n%s", err, logs.Tail(40))
 		default:
 		}
 		code, body, err := httpGet(addr, "/readyz")
@@ -199,7 +199,7 @@ func waitHTTPReady(t *testing.T, addr string, done <-chan error, logs *syncBuffe
 		last = fmt.Sprintf("%d %s %v", code, strings.TrimSpace(body), err)
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("/readyz not 200 within 30s; last answer: %s\nlog tail:\n%s", last, logs.tail(40))
+	t.Fatalf("/readyz not 200 within 30s; last answer: %s\nlog tail:\n%s", last, logs.Tail(40))
 }
 
 // ---- Kafka ----
@@ -335,7 +335,7 @@ func (s *stack) mustCount(query string, args ...any) int64 {
 // waitCount waits until query returns want.
 func (s *stack) waitCount(timeout time.Duration, want int64, query string, args ...any) {
 	s.t.Helper()
-	waitFor(s.t, timeout, query, func() (bool, string) {
+	testsupport.WaitFor(s.t, timeout, query, func() (bool, string) {
 		n, err := s.count(query, args...)
 		if err != nil {
 			return false, err.Error()
@@ -496,46 +496,3 @@ func (m metrics) has(name string) bool {
 }
 
 // ---- waiting ----
-
-// waitFor polls cond until it holds or timeout passes (then the test fails
-// with cond's last status).
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, status := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, status)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}

@@ -94,8 +94,8 @@ func TestReplayKafkaWaitsOutAPausedBroker(t *testing.T) {
 	events := history("kp", 6, 8)
 	s.produceInSmallBatches(toMsgs(events))
 
-	var stderr syncBuffer
-	var stdout syncBuffer
+	var stderr testsupport.SyncBuffer
+	var stdout testsupport.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(t.Context(), []string{"replay", "kafka", "-from", "earliest", "-live-group", "-", "-batch", "16"},
@@ -110,7 +110,7 @@ func TestReplayKafkaWaitsOutAPausedBroker(t *testing.T) {
 	}
 	// Held until the replay has said twice that it waits (each idle
 	// timeout), i.e. longer than the idle timeout that used to end it.
-	waitFor(t, 20*consumers.DefaultHistoryIdle, "the replay to report twice that it waits", func() (bool, string) {
+	testsupport.WaitFor(t, 20*consumers.DefaultHistoryIdle, "the replay to report twice that it waits", func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("the replay returned during the pause (%v):\n%s\nstderr:\n%s", err, stdout.String(), tail(stderr.String(), 20))
@@ -157,13 +157,13 @@ func TestReplayKafkaInterruptedWhileBrokerPausedFails(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"replay", "kafka", "-from", "earliest", "-live-group", "-"},
 			s.getenv(map[string]string{"LOG_FORMAT": "text"}), nil, &stdout, &stderr)
 	}()
-	waitFor(t, 20*consumers.DefaultHistoryIdle, "the replay to report that it waits", func() (bool, string) {
+	testsupport.WaitFor(t, 20*consumers.DefaultHistoryIdle, "the replay to report that it waits", func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("the replay returned during the pause (%v):\n%s", err, stdout.String())

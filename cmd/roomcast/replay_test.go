@@ -63,7 +63,7 @@ type cmdResult struct {
 }
 
 func (s *stack) cmd(ctx context.Context, overrides map[string]string, args ...string) cmdResult {
-	var out, errOut syncBuffer
+	var out, errOut testsupport.SyncBuffer
 	err := run(ctx, args, s.getenv(overrides), nil, &out, &errOut)
 	return cmdResult{out.String(), errOut.String(), err}
 }
@@ -362,7 +362,7 @@ func TestReplayKafkaDryRunAndFrom(t *testing.T) {
 		}
 	}
 	since := lastOld.Truncate(time.Millisecond).Add(time.Millisecond)
-	waitFor(t, 10*time.Second, "the clock to pass the old history's last timestamp", func() (bool, string) {
+	testsupport.WaitFor(t, 10*time.Second, "the clock to pass the old history's last timestamp", func() (bool, string) {
 		return !time.Now().Before(since), fmt.Sprintf("now %v, last old message at %v", time.Now(), lastOld)
 	})
 	recent := history("kd-new", 2, 4)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/internal/testsupport"
+
 	"github.com/IBM/sarama"
 
 	"github.com/roomcast/roomcast/domain"
@@ -50,7 +52,7 @@ func TestTwoReplicas(t *testing.T) {
 	// Both are in the group, each with a share of the 12 partitions, before
 	// anything is produced.
 	var members map[string][]int32
-	waitFor(t, 60*time.Second, "two group members sharing the partitions", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "two group members sharing the partitions", func() (bool, string) {
 		m, err := groupAssignments(s.brokers, group, s.topic)
 		members = m
 		if err != nil {
@@ -142,7 +144,7 @@ func TestTwoReplicas(t *testing.T) {
 		}
 		produced <- err
 	}()
-	waitFor(t, 60*time.Second, "a quarter of the second wave in Postgres", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "a quarter of the second wave in Postgres", func() (bool, string) {
 		n, err := s.count(`SELECT count(*) FROM events`)
 		return err == nil && n >= int64(len(wave1)+len(wave2)/4), fmt.Sprintf("%d of %d (%v)", n, total, err)
 	})
@@ -164,7 +166,7 @@ func TestTwoReplicas(t *testing.T) {
 
 	survivor := procs[follower]
 	var takeover time.Duration
-	waitFor(t, 15*time.Second, "the survivor to dispatch", func() (bool, string) {
+	testsupport.WaitFor(t, 15*time.Second, "the survivor to dispatch", func() (bool, string) {
 		code, body, err := httpGet(survivor.addr, "/metrics")
 		if err != nil || code != 200 {
 			return false, fmt.Sprintf("GET /metrics: %d %v", code, err)
@@ -174,7 +176,7 @@ func TestTwoReplicas(t *testing.T) {
 		return n > 0, fmt.Sprintf("%v accepted calls", n)
 	})
 	var regrouped time.Duration
-	waitFor(t, 60*time.Second, "the survivor alone in the group with all 12 partitions", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "the survivor alone in the group with all 12 partitions", func() (bool, string) {
 		m, err := groupAssignments(s.brokers, group, s.topic)
 		if err != nil {
 			return false, err.Error()
@@ -200,7 +202,7 @@ func TestTwoReplicas(t *testing.T) {
 	// COMMIT it had already received): then after the events are all in
 	// Postgres, as duplicates.
 	var after metrics
-	waitFor(t, 30*time.Second, "the survivor to consume the leader's unacknowledged tail", func() (bool, string) {
+	testsupport.WaitFor(t, 30*time.Second, "the survivor to consume the leader's unacknowledged tail", func() (bool, string) {
 		after = scrape(t, survivor.addr)
 		got, was := after.sum("roomcast_events_consumed_total"), before.sum("roomcast_events_consumed_total")
 		return got > was, fmt.Sprintf("%v consumed before the kill, %v now", was, got)

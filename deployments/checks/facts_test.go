@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/internal/testsupport"
+
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/roomcast/roomcast/config"
@@ -262,7 +264,7 @@ func newDeploymentFacts(t *testing.T) *codeFacts {
 		t.Fatal(err)
 	}
 	s.produceEvents(chattest.MessageCreated("room-d2", "msg-d2", "held"))
-	waitFor(t, 30*time.Second, "a projection to fail on the locked table", func() (bool, string) {
+	testsupport.WaitFor(t, 30*time.Second, "a projection to fail on the locked table", func() (bool, string) {
 		fams, err := scrape(w.addr)
 		if err != nil {
 			return false, err.Error()
@@ -276,7 +278,7 @@ func newDeploymentFacts(t *testing.T) *codeFacts {
 	s.waitCount(30*time.Second, 1, `SELECT count(*) FROM messages WHERE id = 'msg-d2'`)
 
 	var fams map[string]*dto.MetricFamily
-	waitFor(t, 30*time.Second, "the worker's metrics to show the traffic", func() (bool, string) {
+	testsupport.WaitFor(t, 30*time.Second, "the worker's metrics to show the traffic", func() (bool, string) {
 		var err error
 		if fams, err = scrape(w.addr); err != nil {
 			return false, err.Error()

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/internal/testsupport"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/roomcast/roomcast/internal/chattest"
@@ -71,7 +73,7 @@ func TestRuntimeRole(t *testing.T) {
 	)
 	s.waitCount(60*time.Second, 7, `SELECT count(*) FROM events`)
 	s.waitCount(60*time.Second, 0, `SELECT count(*) FROM deliveries`)
-	waitFor(t, 30*time.Second, "Pusher to have the room's six events", func() (bool, string) {
+	testsupport.WaitFor(t, 30*time.Second, "Pusher to have the room's six events", func() (bool, string) {
 		n := len(s.pusher.EventsOn("private-room-" + room))
 		return n == 6, fmt.Sprintf("%d events on the room's channel", n)
 	})

@@ -98,7 +98,7 @@ type worker struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	addr string
-	logs *syncBuffer
+	logs *testsupport.SyncBuffer
 	done chan struct{}
 	err  error // Wait's result, once done is closed
 	once sync.Once
@@ -109,7 +109,7 @@ type worker struct {
 // the test unless stopped before.
 func (s *stack) startWorker(overrides map[string]string) *worker {
 	s.t.Helper()
-	w := &worker{t: s.t, addr: freeAddr(s.t), logs: &syncBuffer{}, done: make(chan struct{})}
+	w := &worker{t: s.t, addr: freeAddr(s.t), logs: &testsupport.SyncBuffer{}, done: make(chan struct{})}
 	env := map[string]string{"HTTP_ADDR": w.addr}
 	for k, v := range s.env {
 		env[k] = v
@@ -129,7 +129,7 @@ func (s *stack) startWorker(overrides map[string]string) *worker {
 	}()
 	s.t.Cleanup(func() {
 		if err := w.shutdown(); err != nil {
-			s.t.Errorf("roomcast run: %v\nlog tail:\n%s", err, w.logs.tail(40))
+			s.t.Errorf("roomcast run: %v\nlog tail:\n%s", err, w.logs.Tail(40))
 		}
 	})
 	return w
@@ -161,7 +161,7 @@ func (w *worker) shutdown() error {
 func (w *worker) stop() {
 	w.t.Helper()
 	if err := w.shutdown(); err != nil {
-		w.t.Fatalf("roomcast run: %v\nlog tail:\n%s", err, w.logs.tail(40))
+		w.t.Fatalf("roomcast run: %v\nlog tail:\n%s", err, w.logs.Tail(40))
 	}
 }
 
@@ -173,7 +173,7 @@ func (w *worker) waitReady() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-w.done:
-			w.t.Fatalf("roomcast run exited before it was ready: %v\nlog tail:\n%s", w.err, w.logs.tail(40))
+			w.t.Fatalf("roomcast run exited before it was ready: %v\nlog tail:\n%s", w.err, w.logs.Tail(40))
 		default:
 		}
 		code, body, err := httpGet(w.addr, "/readyz")
@@ -183,7 +183,7 @@ func (w *worker) waitReady() {
 		last = fmt.Sprintf("%d %s %v", code, strings.TrimSpace(body), err)
 		time.Sleep(50 * time.Millisecond)
 	}
-	w.t.Fatalf("/readyz not 200 within 60s; last answer: %s\nlog tail:\n%s", last, w.logs.tail(40))
+	w.t.Fatalf("/readyz not 200 within 60s; last answer: %s\nlog tail:\n%s", last, w.logs.Tail(40))
 }
 
 // ---- Kafka ----
@@ -266,7 +266,7 @@ func (s *stack) mustCount(query string, args ...any) int64 {
 // waitCount waits until query counts want.
 func (s *stack) waitCount(timeout time.Duration, want int64, query string, args ...any) {
 	s.t.Helper()
-	waitFor(s.t, timeout, query, func() (bool, string) {
+	testsupport.WaitFor(s.t, timeout, query, func() (bool, string) {
 		n, err := s.count(query, args...)
 		return err == nil && n == want, fmt.Sprintf("got %d (%v), want %d", n, err, want)
 	})
