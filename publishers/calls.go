@@ -12,8 +12,8 @@ import (
 	"github.com/roomcast/roomcast/domain"
 )
 
-// call is one Pusher API call: a batch of single-channel deliveries, or one
-// delivery for many channels.
+// call is one Pusher API call: a batch of single-channel deliveries, one
+// delivery for many channels, or one terminate delivery.
 type call struct {
 	ds       []domain.Delivery
 	started  time.Time
@@ -141,7 +141,11 @@ func (d *Dispatcher) send(c *call) error {
 	start := time.Now()
 	var err error
 	endpoint := "batch_events"
-	if c.solo {
+	switch {
+	case c.solo && domain.IsTermination(c.ds[0]):
+		endpoint = "terminate_connections"
+		err = d.terminate(c.ds[0])
+	case c.solo:
 		endpoint = "events"
 		del := c.ds[0]
 		var params pusher.TriggerParams
@@ -150,7 +154,7 @@ func (d *Dispatcher) send(c *call) error {
 			params.SocketID = &socketID
 		}
 		_, err = d.pusher.TriggerMultiWithParams(del.Channels, del.Name, del.Data, params)
-	} else {
+	default:
 		events := make([]pusher.Event, len(c.ds))
 		for i, del := range c.ds {
 			events[i] = pusher.Event{Channel: del.Channels[0], Name: del.Name, Data: del.Data}

@@ -17,11 +17,13 @@ type lane struct {
 }
 
 // place queues a delivery in its lane, or with those that go in a call of
-// their own (a trigger on several channels).
+// their own: a trigger on several channels, and a terminate call (no
+// batch carries one). A terminate call has no room: it keeps no order with
+// the room's events, its user-left among them (see docs/contract.md).
 func (p *pipeline) place(del domain.Delivery) {
 	p.known[del.ID] = struct{}{}
 	p.queued++
-	if len(del.Channels) > 1 {
+	if len(del.Channels) > 1 || domain.IsTermination(del) {
 		p.solo = append(p.solo, del)
 		return
 	}
