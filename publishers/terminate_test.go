@@ -85,14 +85,31 @@ func TestTerminateUserConnectionsIsSignedAsTheFakeChecks(t *testing.T) {
 
 // With the setting on, a member leaving a room makes roomcast ask Pusher to
 // terminate the user's connections: through the outbox, in a call of its
-// own, retried after a 5xx like any delivery and then accepted exactly once.
+// own, retried after a 5xx like any delivery and then accepted exactly once,
+// whether the dispatcher reads it from the outbox or is handed it after the
+// commit.
 func TestLeavingARoomTerminatesTheUsersConnectionsOnceAcrossARetry(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		handoff bool
+	}{{"read from the outbox", false}, {"handed over", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			leaveAndTerminateAcrossARetry(t, tc.handoff)
+		})
+	}
+}
+
+func leaveAndTerminateAcrossARetry(t *testing.T, handoff bool) {
 	f := newIdleFixture(t)
 	reg := prometheus.NewRegistry()
 	cfg := dispatcherConfig
 	cfg.Registerer = reg
 	f.useConfig(f.client, cfg)
+	if handoff {
+		f.projector.HandOffDeliveries(f.dispatcher.Handoff)
+	}
 	f.projector.TerminateConnectionsOnLeave(true)
 	var refused atomic.Int32
 	f.srv.RejectTerminationWhen(func(string) int {
