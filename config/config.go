@@ -32,6 +32,8 @@ type Config struct {
 	BatchEvents int           // PUSHER_BATCH_EVENTS
 	Retention   time.Duration // DELIVERY_RETENTION
 
+	TerminateOnLeave bool // PUSHER_TERMINATE_ON_LEAVE (terminate.go)
+
 	InFlightPerPartition int     // KAFKA_MAX_IN_FLIGHT_PER_PARTITION
 	InFlight             int     // KAFKA_MAX_IN_FLIGHT
 	InFlightBytes        int64   // KAFKA_MAX_IN_FLIGHT_BYTES
@@ -147,6 +149,7 @@ func Load(env Getenv, needs ...Need) (Config, error) {
 	}
 	c.Pusher.Timeout = parseDuration("PUSHER_TIMEOUT", 10*time.Second)
 	c.Pusher.MaxConns = c.MaxInFlight
+	c.TerminateOnLeave = terminateOnLeave(env, &errs)
 	// 0 (the default): delivered rows are deleted as Pusher accepts them.
 	if v := get("DELIVERY_RETENTION", ""); v != "0" {
 		c.Retention = parseDuration("DELIVERY_RETENTION", 0)

@@ -60,6 +60,7 @@ func (p *Projector) ProjectBatch(ctx context.Context, items []Item) ([]Result, e
 			})
 		}
 		part.optimistic = time.Now().UnixNano() >= p.lookUpUntil.Load()
+		part.terminateOnLeave = p.terminateOnLeave
 		err := run()
 		if part.optimistic && (errors.Is(err, errClaimedMeanwhile) || errors.Is(err, errMessageExists)) {
 			// An id of the batch is stored, or a message it created exists:
@@ -173,6 +174,10 @@ type batch struct {
 	// room_members, rooms): nothing is looked up in or written to events or
 	// deliveries. silent owes no deliveries (a replay without --notify).
 	readModelsOnly, silent bool
+
+	// terminateOnLeave: an applied member.left owes a terminate delivery
+	// too (see terminate.go). Set by ProjectBatch, never by replays.
+	terminateOnLeave bool
 
 	// copy writes rows with COPY on the transaction's connection; nil for
 	// read-model rebuilds, which write neither events nor deliveries.

@@ -56,6 +56,7 @@ func (b *batch) apply(i int, env domain.Envelope) error {
 			return err
 		}
 		b.owed = append(b.owed, d)
+		b.oweTermination(env) // member.left: see terminate.go
 		res.Outcome = Applied
 		return nil
 	}

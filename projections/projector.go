@@ -65,6 +65,8 @@ type Projector struct {
 	owed    func()
 	handoff func([]domain.Delivery) bool
 
+	terminateOnLeave bool // see terminate.go
+
 	lookUpUntil atomic.Int64 // unix ns: until then batches look their ids up first (see lookUpAfterStored)
 	lookUpFor   time.Duration
 }

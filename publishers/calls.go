@@ -12,12 +12,12 @@ import (
 	"github.com/roomcast/roomcast/domain"
 )
 
-// call is one Pusher API call: a batch of single-channel deliveries, or one
-// delivery for many channels.
+// call is one Pusher API call: a batch of single-channel deliveries, one
+// delivery for many channels, or one terminate delivery.
 type call struct {
 	ds       []domain.Delivery
 	started  time.Time
-	multi    bool
+	solo     bool // one delivery of p.solo
 	isolated bool // a delivery sent alone after its batch was rejected
 	lanes    []*lane
 }
@@ -89,7 +89,7 @@ const (
 // multi-channel trigger, or a call ending at a delivery that must go alone
 // (after a rejected batch).
 func (p *pipeline) nextCallSize() (n int, asIs bool) {
-	if len(p.multi) > 0 {
+	if len(p.solo) > 0 {
 		return 1, true
 	}
 	for _, l := range p.ready {
@@ -105,10 +105,10 @@ func (p *pipeline) nextCallSize() (n int, asIs bool) {
 
 // nextCall packs the next call from the ready lanes, or returns nil.
 func (p *pipeline) nextCall() *call {
-	if len(p.multi) > 0 {
-		del := p.multi[0]
-		p.multi = p.multi[1:]
-		return &call{ds: []domain.Delivery{del}, multi: true}
+	if len(p.solo) > 0 {
+		del := p.solo[0]
+		p.solo = p.solo[1:]
+		return &call{ds: []domain.Delivery{del}, solo: true}
 	}
 	c := &call{}
 	for len(c.ds) < p.d.cfg.BatchEvents && len(p.ready) > 0 {
@@ -141,7 +141,11 @@ func (d *Dispatcher) send(c *call) error {
 	start := time.Now()
 	var err error
 	endpoint := "batch_events"
-	if c.multi {
+	switch {
+	case c.solo && domain.IsTermination(c.ds[0]):
+		endpoint = "terminate_connections"
+		err = d.terminate(c.ds[0])
+	case c.solo:
 		endpoint = "events"
 		del := c.ds[0]
 		var params pusher.TriggerParams
@@ -150,7 +154,7 @@ func (d *Dispatcher) send(c *call) error {
 			params.SocketID = &socketID
 		}
 		_, err = d.pusher.TriggerMultiWithParams(del.Channels, del.Name, del.Data, params)
-	} else {
+	default:
 		events := make([]pusher.Event, len(c.ds))
 		for i, del := range c.ds {
 			events[i] = pusher.Event{Channel: del.Channels[0], Name: del.Name, Data: del.Data}
@@ -196,7 +200,7 @@ func (p *pipeline) handle(ctx context.Context, res callResult) {
 	}
 	kind, status := classify(res.err)
 	reason := fmt.Sprintf("pusher answered %s: %s", status, redact(res.err))
-	if kind == rejected && c.multi || kind == rejected && len(c.ds) == 1 {
+	if kind == rejected && c.solo || kind == rejected && len(c.ds) == 1 {
 		del := c.ds[0]
 		if c.isolated {
 			c.lanes[0].isolate--

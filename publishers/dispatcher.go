@@ -118,7 +118,10 @@ func (c *DispatcherConfig) setDefaults() {
 //     earlier one is pending or in flight; calls for different rooms run
 //     concurrently, up to MaxInFlight.
 //   - Single-channel deliveries are packed into batch calls of up to 10
-//     events, across lanes; a delivery for many channels is one trigger.
+//     events, across lanes; a delivery for many channels is one trigger;
+//     a terminate delivery (domain.TerminateDelivery) is one terminate
+//     call, never batched and in no lane, so in no order with any room's
+//     events.
 //   - Deliveries are marked only once Pusher accepted them (batched into one
 //     update per turn), so a crash re-sends at most the calls in flight and
 //     the marks not yet written.
@@ -128,12 +131,13 @@ func (c *DispatcherConfig) setDefaults() {
 //     a call Pusher rejects for its content (400, 413) is retried event by
 //     event and the event it still rejects is parked with the reason.
 type Dispatcher struct {
-	outbox  Outbox
-	pusher  Pusher
-	cfg     DispatcherConfig
-	log     *slog.Logger
-	metrics *dispatcherMetrics
-	wake    chan struct{}
+	outbox     Outbox
+	pusher     Pusher
+	terminator Terminator // nil when p cannot terminate connections (see terminatorOf)
+	cfg        DispatcherConfig
+	log        *slog.Logger
+	metrics    *dispatcherMetrics
+	wake       chan struct{}
 
 	handoffs  chan []domain.Delivery // see Handoff
 	accepting atomic.Bool            // a term is running: handoffs are read
@@ -150,12 +154,13 @@ type Dispatcher struct {
 func NewDispatcher(outbox Outbox, p Pusher, cfg DispatcherConfig) *Dispatcher {
 	cfg.setDefaults()
 	d := &Dispatcher{
-		outbox:  outbox,
-		pusher:  p,
-		cfg:     cfg,
-		log:     cfg.Logger,
-		metrics: newDispatcherMetrics(cfg.Registerer),
-		wake:    make(chan struct{}, 1),
+		outbox:     outbox,
+		pusher:     p,
+		terminator: terminatorOf(p),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    newDispatcherMetrics(cfg.Registerer),
+		wake:       make(chan struct{}, 1),
 
 		handoffs: make(chan []domain.Delivery, handoffQueue),
 	}

@@ -16,12 +16,15 @@ type lane struct {
 	inReady bool
 }
 
-// place queues a delivery in its lane (or with the multi-channel ones).
+// place queues a delivery in its lane, or with those that go in a call of
+// their own: a trigger on several channels, and a terminate call (no
+// batch carries one). A terminate call has no room: it keeps no order with
+// the room's events, its user-left among them (see docs/contract.md).
 func (p *pipeline) place(del domain.Delivery) {
 	p.known[del.ID] = struct{}{}
 	p.queued++
-	if len(del.Channels) > 1 {
-		p.multi = append(p.multi, del)
+	if len(del.Channels) > 1 || domain.IsTermination(del) {
+		p.solo = append(p.solo, del)
 		return
 	}
 	key := del.RoomID
@@ -51,8 +54,8 @@ func (p *pipeline) makeReady(l *lane) {
 // requeue puts a call's deliveries back at the head of their lanes, in order.
 func (p *pipeline) requeue(c *call) {
 	p.queued += len(c.ds)
-	if c.multi {
-		p.multi = append(c.ds, p.multi...)
+	if c.solo {
+		p.solo = append(c.ds, p.solo...)
 		return
 	}
 	for _, l := range c.lanes {
@@ -82,10 +85,10 @@ func (p *pipeline) dropQueued() {
 			delete(p.lanes, key)
 		}
 	}
-	for _, del := range p.multi {
+	for _, del := range p.solo {
 		delete(p.known, del.ID)
 	}
-	p.ready, p.multi, p.queued = nil, nil, 0
+	p.ready, p.solo, p.queued = nil, nil, 0
 	clear(p.lastSeq) // what was dropped is unread again
 	clear(p.behind)  // and so is everything after it
 }

@@ -19,7 +19,7 @@ func newDispatcherMetrics(reg prometheus.Registerer) *dispatcherMetrics {
 	m := &dispatcherMetrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_pusher_calls_total",
-			Help: "Calls to Pusher's HTTP API by endpoint (batch_events, events) and status (200, 4xx/5xx code, network, client).",
+			Help: "Calls to Pusher's HTTP API by endpoint (batch_events, events, terminate_connections) and status (200, 4xx/5xx code, network, client).",
 		}, []string{"endpoint", "status"}),
 		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "roomcast_pusher_call_seconds",
@@ -64,7 +64,7 @@ func newDispatcherMetrics(reg prometheus.Registerer) *dispatcherMetrics {
 	for _, source := range []string{"handoff", "read"} {
 		m.sources.WithLabelValues(source)
 	}
-	for _, endpoint := range []string{"batch_events", "events"} {
+	for _, endpoint := range []string{"batch_events", "events", "terminate_connections"} {
 		m.calls.WithLabelValues(endpoint, "200")
 	}
 	if reg != nil {

@@ -13,7 +13,7 @@ type pipeline struct {
 	d           *Dispatcher
 	lanes       map[string]*lane
 	ready       []*lane
-	multi       []domain.Delivery
+	solo        []domain.Delivery  // deliveries that go in a call of their own (see place)
 	known       map[int64]struct{} // held: queued, in flight or accepted and not yet marked
 	lastSeq     map[string]int64   // per room, the highest seq held or settled in this term (see take)
 	behind      map[string]int64   // rooms read on their own: the id of the last delivery held (see fairness.go)

@@ -40,6 +40,7 @@ func (w *Worker) assemble() error {
 func (w *Worker) buildDelivery() {
 	cfg, log, reg := w.cfg, w.log, w.registry
 	w.projector = projections.NewProjector(w.db, log, reg)
+	w.projector.TerminateConnectionsOnLeave(cfg.TerminateOnLeave)
 	w.outbox = projections.NewOutbox(w.db)
 	if cfg.Retention != 0 {
 		w.outbox.KeepDelivered()

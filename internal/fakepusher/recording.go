@@ -37,11 +37,12 @@ func (s *Server) Calls() []Call {
 	return append([]Call(nil), s.calls...)
 }
 
-// Reset forgets recorded events and calls and restarts call numbering at 1; injected faults and latency are kept.
+// Reset forgets recorded events, terminations and calls and restarts call numbering at 1; injected faults and latency are kept.
 func (s *Server) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.events = eventLog{}
+	s.terminations = nil
 	s.calls = nil
 	s.seq = 0
 	s.notifyLocked()

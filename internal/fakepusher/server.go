@@ -1,5 +1,6 @@
 // Package fakepusher is an in-process fake of Pusher Channels' HTTP publishing
-// API (POST /apps/{app_id}/events and /apps/{app_id}/batch_events).
+// API (POST /apps/{app_id}/events, /apps/{app_id}/batch_events and
+// /apps/{app_id}/users/{user_id}/terminate_connections).
 //
 // It authenticates and validates every request the way Pusher does (signature,
 // timestamp window, body MD5, payload limits) so that the real pusher-http-go
@@ -25,6 +26,7 @@ const (
 	statusClientClosed   = 499 // recorded when the caller gave up during injected latency
 	eventsEndpoint       = "events"
 	batchEventsEndpoint  = "batch_events"
+	terminateEndpoint    = "terminate_connections" // see terminate.go
 	contentTypePlainText = "text/plain; charset=utf-8"
 )
 
@@ -66,17 +68,19 @@ type Server struct {
 
 	commitMu sync.Mutex // serialises commits and OnEvent callbacks so callbacks see acceptance order
 
-	mu       sync.Mutex
-	seq      int64
-	events   eventLog
-	calls    []Call
-	changed  chan struct{} // closed and replaced whenever events change or the server closes
-	closed   bool
-	latency  time.Duration
-	failN    int
-	failCode int
-	down     bool
-	reject   func(Event) int
+	mu           sync.Mutex
+	seq          int64
+	events       eventLog
+	terminations []Termination
+	calls        []Call
+	changed      chan struct{} // closed and replaced whenever events or terminations change or the server closes
+	closed       bool
+	latency      time.Duration
+	failN        int
+	failCode     int
+	down         bool
+	reject       func(Event) int
+	rejectUser   func(userID string) int
 }
 
 // Start listens on cfg.Addr (default "127.0.0.1:0") and serves the fake API in the background until Close.
@@ -153,6 +157,7 @@ type outcome struct {
 	body   string // plain text for errors, JSON for 200
 	reason string // for the log
 	events []Event
+	user   string // the user whose connections an accepted terminate call closes
 }
 
 func fail(status int, format string, args ...any) outcome {
@@ -214,6 +219,10 @@ func (s *Server) commit(path string, o outcome) {
 		s.events.add(accepted)
 		s.notifyLocked()
 	}
+	if o.status == http.StatusOK && o.user != "" {
+		s.terminations = append(s.terminations, Termination{UserID: o.user, Call: c.Seq, ReceivedAt: c.At})
+		s.notifyLocked()
+	}
 	s.calls = append(s.calls, c)
 	s.mu.Unlock()
 
@@ -232,7 +241,7 @@ func (s *Server) commit(path string, o outcome) {
 // decide runs the checks in Pusher's order: route, auth, injected faults, JSON, limits, RejectWhen.
 func (s *Server) decide(r *http.Request, received time.Time) outcome {
 	// 1. Route and app id.
-	endpoint, ok := s.route(r)
+	endpoint, user, ok := s.route(r)
 	if !ok {
 		return fail(http.StatusNotFound, "404 NOT FOUND")
 	}
@@ -259,13 +268,17 @@ func (s *Server) decide(r *http.Request, received time.Time) outcome {
 	if failing {
 		s.failN--
 	}
-	reject := s.reject
+	reject, rejectUser := s.reject, s.rejectUser
 	s.mu.Unlock()
 	if down {
 		return fail(http.StatusServiceUnavailable, "service unavailable")
 	}
 	if failing {
 		return fail(validStatus(failCode), "injected failure (%d)", failCode)
+	}
+
+	if endpoint == terminateEndpoint {
+		return decideTermination(user, body, rejectUser)
 	}
 
 	// 4 and 5. Body and limits.
@@ -304,21 +317,25 @@ func validStatus(st int) int {
 	return st
 }
 
-// route reports which publishing endpoint r addresses, if it is a POST to this app.
-func (s *Server) route(r *http.Request) (string, bool) {
+// route reports which publishing endpoint r addresses, if it is a POST to
+// this app, and for a terminate call the user it names.
+func (s *Server) route(r *http.Request) (endpoint, user string, ok bool) {
 	if r.Method != http.MethodPost {
-		return "", false
+		return "", "", false
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/apps/")
 	if !ok {
-		return "", false
+		return "", "", false
 	}
 	appID, endpoint, ok := strings.Cut(rest, "/")
 	if !ok || appID != s.cfg.AppID {
-		return "", false
+		return "", "", false
+	}
+	if user, ok := terminatePath(endpoint); ok {
+		return terminateEndpoint, user, true
 	}
 	if endpoint != eventsEndpoint && endpoint != batchEventsEndpoint {
-		return "", false
+		return "", "", false
 	}
-	return endpoint, true
+	return endpoint, "", true
 }

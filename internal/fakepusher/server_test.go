@@ -68,6 +68,7 @@ type raw struct {
 	version   string
 	md5Body   []byte // body whose MD5 goes in body_md5; nil means body
 	noSig     bool
+	signPath  string // path the signature covers; "" means path
 }
 
 func newRaw(path string, body []byte) raw {
@@ -97,7 +98,11 @@ func (r raw) url(host string) string {
 	}
 	query := strings.Join(pairs, "&")
 	mac := hmac.New(sha256.New, []byte(r.secret))
-	mac.Write([]byte(r.method + "\n" + r.path + "\n" + query))
+	signPath := r.path
+	if r.signPath != "" {
+		signPath = r.signPath
+	}
+	mac.Write([]byte(r.method + "\n" + signPath + "\n" + query))
 	if !r.noSig {
 		query += "&auth_signature=" + hex.EncodeToString(mac.Sum(nil))
 	}
