@@ -73,6 +73,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, 
 // system chose for :0).
 func (s *Service) Addr() string { return s.ln.Addr().String() }
 
+// Close releases what Start took, for a Service that will not Run.
+func (s *Service) Close() {
+	s.cancel()
+	_ = s.ln.Close()
+	_ = projections.Close(s.db)
+}
+
 // Run serves until ctx ends, then lets the requests in flight finish
 // within SHUTDOWN_TIMEOUT and closes the database.
 func (s *Service) Run(ctx context.Context) error {
