@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -103,7 +104,32 @@ func presenceMember(m projections.RoomMember) pusher.MemberData {
 	if m.UserAvatar != nil {
 		avatar = *m.UserAvatar
 	}
-	return pusher.MemberData{UserID: m.UserID, UserInfo: map[string]string{"name": m.UserName, "avatar": avatar}}
+	return pusher.MemberData{UserID: m.UserID, UserInfo: fitUserInfo(m.UserID, m.UserName, avatar)}
+}
+
+// maxUserObjectBytes is Pusher's limit on a presence member's user object
+// ({user_id, user_info} as JSON): over it, the subscription is refused.
+const maxUserObjectBytes = 1024
+
+// fitUserInfo is {name, avatar} within maxUserObjectBytes: a member whose
+// avatar URL (up to 2048 characters in the contract) does not fit is shown
+// without it, and a name that still does not fit is cut, rather than the
+// member not being able to subscribe at all.
+func fitUserInfo(userID, name, avatar string) map[string]string {
+	info := map[string]string{"name": name, "avatar": avatar}
+	size := func() int {
+		b, _ := json.Marshal(pusher.MemberData{UserID: userID, UserInfo: info})
+		return len(b)
+	}
+	if size() <= maxUserObjectBytes {
+		return info
+	}
+	info["avatar"] = ""
+	for r := []rune(name); size() > maxUserObjectBytes && len(r) > 0; {
+		r = r[:len(r)-1]
+		info["name"] = string(r)
+	}
+	return info
 }
 
 // canonicalParams is what pusher-http-go reads: the checked fields and

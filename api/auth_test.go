@@ -78,6 +78,29 @@ func TestPusherAuthPresenceRoomSignsTheMemberAsTheRoomKnowsThem(t *testing.T) {
 	}
 }
 
+// TestPusherAuthPresenceMemberFitsPusherLimit: Pusher refuses a presence
+// member whose user object is over 1 KB; the contract allows a 2048-
+// character avatar and a 200-character name. The avatar is dropped, then
+// the name cut, rather than the member being unable to subscribe.
+func TestPusherAuthPresenceMemberFitsPusherLimit(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	longAvatar := "https://example.com/" + strings.Repeat("a", 2000)
+	f.project(t, member("room-1", "u-1", "Ada", longAvatar), member("room-1", "u-2", strings.Repeat("<", 200), nil))
+	data := verifyChannelAuth(t, f.authorize(t, "u-1", socket, "presence-room-room-1"), socket, "presence-room-room-1")
+	if want := `{"user_id":"u-1","user_info":{"avatar":"","name":"Ada"}}`; data != want {
+		t.Errorf("a 2020-character avatar: channel_data %s, want %s", data, want)
+	}
+	data = verifyChannelAuth(t, f.authorize(t, "u-2", socket, "presence-room-room-1"), socket, "presence-room-room-1")
+	var md pusher.MemberData
+	if err := json.Unmarshal([]byte(data), &md); err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > 1024 || len(md.UserInfo["name"]) < 100 || strings.Trim(md.UserInfo["name"], "<") != "" {
+		t.Errorf("a 200-character name escaped past 1 KB: channel_data of %d bytes, name %q; want at most 1024 bytes with as much of the name as fits", len(data), md.UserInfo["name"])
+	}
+}
+
 func TestPusherAuthUserChannelForThatUserOnly(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

@@ -11,7 +11,8 @@ import (
 
 // latestMemberInfo is the name and avatar a user has in the room they
 // joined last ("avatar": "" for none, as in presence channels): the
-// user_info of a Pusher signin. ok is false for a user in no room.
+// user_info of a Pusher signin, within the same size limit. ok is false
+// for a user in no room.
 func latestMemberInfo(ctx context.Context, db *gorm.DB, userID string) (info map[string]string, ok bool, err error) {
 	var name string
 	var avatar sql.NullString
@@ -23,5 +24,5 @@ func latestMemberInfo(ctx context.Context, db *gorm.DB, userID string) (info map
 	case err != nil:
 		return nil, false, fmt.Errorf("read membership: %w", err)
 	}
-	return map[string]string{"name": name, "avatar": avatar.String}, true, nil
+	return fitUserInfo(userID, name, avatar.String), true, nil
 }
