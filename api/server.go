@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/pusher/pusher-http-go/v5"
 	"gorm.io/gorm"
 )
@@ -20,13 +23,17 @@ type Config struct {
 	Log      *slog.Logger
 	// MaxPage caps the limit a history request may ask for (default 500).
 	MaxPage int
+	// Registry holds the API's metrics and is what /metrics serves
+	// (default: a new registry with the Go and process collectors).
+	Registry *prometheus.Registry
 }
 
 // Server answers roomcast's HTTP API (see docs/api.md).
 type Server struct {
-	cfg Config
-	db  *gorm.DB
-	log *slog.Logger
+	cfg     Config
+	db      *gorm.DB
+	log     *slog.Logger
+	metrics *httpMetrics
 }
 
 // New returns the API server for cfg.
@@ -37,19 +44,39 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, db: cfg.DB, log: cfg.Log}
+	if cfg.Registry == nil {
+		cfg.Registry = NewRegistry()
+	}
+	return &Server{cfg: cfg, db: cfg.DB, log: cfg.Log, metrics: newHTTPMetrics(cfg.Registry)}
 }
 
-// Handler routes the API. Every route needs an identity (401 without one).
+// Handler routes the API, counted and timed by route and status. Every API
+// route needs an identity (401 without one); /healthz, /readyz and
+// /metrics do not.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /pusher/auth", s.pusherAuth)
-	mux.HandleFunc("POST /pusher/user-auth", s.userAuth)
-	mux.HandleFunc("GET /rooms/{roomId}/events", s.roomEvents)
-	mux.HandleFunc("GET /rooms/{roomId}/messages", s.roomMessages)
-	mux.HandleFunc("GET /rooms/{roomId}/messages/{messageId}", s.roomMessage)
-	mux.HandleFunc("GET /users/me/notifications", s.myNotifications)
-	return s.identify(mux)
+	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.identify(h)) }
+	api("POST /pusher/auth", s.pusherAuth)
+	api("POST /pusher/user-auth", s.userAuth)
+	api("GET /rooms/{roomId}/events", s.roomEvents)
+	api("GET /rooms/{roomId}/messages", s.roomMessages)
+	api("GET /rooms/{roomId}/messages/{messageId}", s.roomMessage)
+	api("GET /users/me/notifications", s.myNotifications)
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	})
+	return s.metrics.instrument(mux)
+}
+
+// NewRegistry is a metrics registry with the Go runtime's and the
+// process's collectors, as the worker's.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // apiError is the body of every error answer.

@@ -51,6 +51,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	LogFormat       string
+
+	API APIConfig // roomcast api: API_ADDR and its identity settings
 }
 
 // Getenv looks up one environment variable ("" when unset).
@@ -66,6 +68,7 @@ const (
 	Database Need = "database"
 	Pusher   Need = "pusher"
 	HTTP     Need = "http"
+	API      Need = "api" // roomcast api: API_ADDR, one identity mode, PUSHER_KEY and PUSHER_SECRET
 )
 
 // Load reads the configuration from env and reports every problem at
@@ -192,6 +195,9 @@ func Load(env Getenv, needs ...Need) (Config, error) {
 			c.CatchUpRatio = r
 		}
 	}
+	var apiErrs []error
+	c.API, apiErrs = loadAPI(env)
+	errs = append(errs, apiErrs...)
 	c.BatchMax = parseInt("PROJECTION_BATCH_MAX", 1000)
 	c.BatchConcurrency = parseInt("PROJECTION_CONCURRENCY", 2)
 	c.EventMaxBytes = consumers.DefaultMaxEventBytes
@@ -240,6 +246,8 @@ func Load(env Getenv, needs ...Need) (Config, error) {
 			if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 				errs = append(errs, fmt.Errorf("HTTP_ADDR: %q is not host:port (for example :8080)", c.HTTPAddr))
 			}
+		case API:
+			errs = append(errs, c.API.validate(), validateAPIPusher(c.Pusher.Key, c.Pusher.Secret))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -1,6 +1,6 @@
 // Command roomcast-dev runs roomcast's whole flow on one machine with
 // embedded defaults: an in-process Kafka, a throwaway Postgres, a local
-// capture of the Pusher API, and the worker. `make run` runs it.
+// capture of the Pusher API, the worker and the API. `make run` runs it.
 package main
 
 import (
@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/roomcast/roomcast/api"
 	"github.com/roomcast/roomcast/config"
 	"github.com/roomcast/roomcast/internal/feed"
 	"github.com/roomcast/roomcast/worker"
@@ -34,8 +37,10 @@ Usage:
 
 Postgres is DATABASE_URL, or a throwaway cluster under DIR; Pusher is the real
 one when PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET are set, otherwise a local
-capture that prints each event. Other configuration comes from the
-environment; see README.md.
+capture that prints each event. The API (roomcast api) listens on API_ADDR
+(default 127.0.0.1:8081); unless an identity is configured, it takes the user
+id from the X-Roomcast-User header without any check: dev only. Other
+configuration comes from the environment; see README.md.
 `
 
 // errUsage marks a command line roomcast-dev does not understand (exit status 2).
@@ -58,7 +63,7 @@ func main() {
 }
 
 // run is the dev stack: it starts Kafka, Postgres and the Pusher capture,
-// then the worker on them, until ctx ends.
+// then the worker and the API on them, until ctx ends.
 func run(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("roomcast-dev", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -105,19 +110,23 @@ func run(ctx context.Context, args []string, env config.Getenv, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(ctx, cfg, log)
+	apiSvc, err := api.Start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
+	w, err := worker.New(ctx, cfg, log)
+	if err != nil {
+		apiSvc.Close()
+		return err
+	}
+	g, runCtx := errgroup.WithContext(ctx)
 	go func() {
 		select {
 		case <-w.Started():
 		case <-runCtx.Done():
 			return
 		}
-		s.announce(w.Addr())
+		s.announce(w.Addr(), apiSvc.Addr())
 		if *sample {
 			n, err := produceSample(cfg)
 			if err != nil {
@@ -127,11 +136,13 @@ func run(ctx context.Context, args []string, env config.Getenv, stdout, stderr i
 			say("sent a sample conversation of %d events to %s", n, cfg.Topic)
 		}
 	}()
-	return w.Run(runCtx)
+	g.Go(func() error { return w.Run(runCtx) })
+	g.Go(func() error { return apiSvc.Run(runCtx) })
+	return g.Wait()
 }
 
 // announce prints where the stack's parts are, once the worker runs.
-func (s *stack) announce(workerAddr string) {
+func (s *stack) announce(workerAddr, apiAddr string) {
 	brokers := strings.Join(s.kafka.Brokers(), ",")
 	s.say("")
 	s.say("roomcast dev is running")
@@ -139,6 +150,11 @@ func (s *stack) announce(workerAddr string) {
 	s.say("  postgres  %s", redactURL(s.databaseURL))
 	s.say("  pusher    %s", s.pusherWhere)
 	s.say("  metrics   http://%s/metrics   health http://%s/readyz", workerAddr, workerAddr)
+	s.say("  api       http://%s  (POST /pusher/auth, metrics /metrics, health /readyz)", apiAddr)
+	if s.devIdentity != "" {
+		s.say("            DEV ONLY identity: the API trusts the %s header as the user id, unchecked:", s.devIdentity)
+		s.say("            curl -H '%s: u-1' -d socket_id=1.2 -d channel_name=private-user-u-1 http://%s/pusher/auth", s.devIdentity, apiAddr)
+	}
 	s.say("  send more events:  go run ./cmd/roomcast sample | go run ./cmd/roomcast emit -brokers %s", brokers)
 	s.say("  stop with Ctrl-C")
 	s.say("")

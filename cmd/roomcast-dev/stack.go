@@ -28,8 +28,14 @@ type stack struct {
 	kafka       *localstack.Kafka
 	databaseURL string
 	pusherWhere string
+	devIdentity string // the header the dev API trusts ("" when the environment configures an identity)
 	closers     []func()
 }
+
+// DevUserHeader is the header the dev stack's API takes the user id from
+// when the environment configures no identity. It trusts any caller: dev
+// only, never in front of users.
+const DevUserHeader = "X-Roomcast-User"
 
 // start starts the stack's parts and returns the worker's configuration on
 // them (with logCfg's logging).
@@ -50,12 +56,27 @@ func (s *stack) start(ctx context.Context, kafkaAddr string, logCfg config.Confi
 	if err := s.startPusher(overrides); err != nil {
 		return config.Config{}, err
 	}
+	s.configureAPI(overrides)
 	return config.Load(func(name string) string {
 		if v, ok := overrides[name]; ok {
 			return v
 		}
 		return s.env(name)
-	}, config.Kafka, config.Database, config.Pusher, config.HTTP)
+	}, config.Kafka, config.Database, config.Pusher, config.HTTP, config.API)
+}
+
+// configureAPI points the API at 127.0.0.1:8081 (unless API_ADDR) and,
+// unless the environment names an identity mode, has it trust
+// DevUserHeader, so that a browser or curl on this machine can call it.
+func (s *stack) configureAPI(overrides map[string]string) {
+	overrides["API_ADDR"] = envOr(s.env, "API_ADDR", "127.0.0.1:8081")
+	for _, name := range []string{"API_JWKS_URL", "API_JWT_SECRET", "API_TRUSTED_USER_HEADER"} {
+		if s.env(name) != "" {
+			return
+		}
+	}
+	overrides["API_TRUSTED_USER_HEADER"] = DevUserHeader
+	s.devIdentity = DevUserHeader
 }
 
 // close stops what start started, the last first.

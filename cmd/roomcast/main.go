@@ -22,6 +22,7 @@ const usage = `roomcast: chat events from Kafka into Postgres and out to Pusher
 
 Usage:
   roomcast run                      the worker: consume, project, fan out (health and metrics on HTTP_ADDR)
+  roomcast api                      channel authorization and history for browsers on API_ADDR (with health and metrics)
   roomcast migrate [up|down|status] versioned SQL migrations (default: up); down rolls back one
   roomcast migrate down -yes-drop-tables   roll back a migration that drops tables (the event store) and their data
   roomcast healthcheck [-ready]     exit 0 when the worker at HTTP_ADDR answers /healthz (/readyz) with 200
@@ -85,6 +86,8 @@ func runCommand(ctx context.Context, cmd string, rest []string, env config.Geten
 			return err
 		}
 		return runWorker(ctx, cfg, newLogger(cfg, stderr))
+	case "api":
+		return runAPI(ctx, rest, env, stderr)
 	case "migrate":
 		return runMigrate(ctx, rest, env, stdout)
 	case "healthcheck":
