@@ -49,7 +49,7 @@ func TestAPICommandServesAndStops(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsupport.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"api"}, envOf(env), nil, &stdout, &stderr) }()
 	base := "http://" + env["API_ADDR"]
