@@ -1,4 +1,5 @@
-// Package replay rebuilds the read models again: from the event store
-// (Rebuild) or from the events topic's history (Kafka), and drops the read
-// models a rebuild retired (DropRetired).
+// Package replay runs history again: into the read models (Rebuild from the
+// event store, Kafka from the events topic's history), or to Pusher (Notify
+// owes rooms' stored events again); DropRetired drops the read models a
+// rebuild retired.
 package replay

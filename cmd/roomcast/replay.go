@@ -18,7 +18,8 @@ import (
 
 const replayUsage = `replay rebuild [-dry-run] [-restart] [-force] [-chunk N] [-progress-every D]
   or   replay drop-retired [-dry-run]
-  or   replay kafka -from earliest|<RFC3339 time> [-notify] [-dry-run] [-live-group G|-] [-dead-letter=true] [-batch N] [-progress-every D]`
+  or   replay kafka -from earliest|<RFC3339 time> [-notify] [-dry-run] [-live-group G|-] [-dead-letter=true] [-batch N] [-progress-every D]
+  or   replay notify -room R[,R...] [-from-seq N | -since T] [-until T] [-dry-run] [-chunk N]`
 
 // runReplay is `roomcast replay rebuild|kafka ...`.
 func runReplay(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
@@ -37,8 +38,10 @@ func runReplay(ctx context.Context, args []string, env config.Getenv, stdout, st
 		return runReplayKafka(ctx, args[1:], env, stdout, stderr)
 	case "drop-retired":
 		return runReplayDropRetired(ctx, args[1:], env, stdout)
+	case "notify":
+		return runReplayNotify(ctx, args[1:], env, stdout, stderr)
 	}
-	return fmt.Errorf("%w: replay %q: want rebuild, kafka or drop-retired: %s", errUsage, args[0], replayUsage)
+	return fmt.Errorf("%w: replay %q: want rebuild, kafka, notify or drop-retired: %s", errUsage, args[0], replayUsage)
 }
 
 func runReplayRebuild(ctx context.Context, args []string, env config.Getenv, stdout, stderr io.Writer) error {
