@@ -10,8 +10,8 @@ import (
 	"github.com/roomcast/roomcast/internal/chattest"
 )
 
-// errorReason decodes an error answer, failing unless it is JSON with a reason.
-func errorReason(t *testing.T, body []byte) string {
+// errorBodyReason decodes an error answer, failing unless it is JSON with a reason.
+func errorBodyReason(t *testing.T, body []byte) string {
 	t.Helper()
 	var e struct {
 		Error string `json:"error"`
@@ -40,7 +40,7 @@ func TestHistoryRefusesNonMembersAndUnknownRoomsAlike(t *testing.T) {
 				t.Errorf("GET %s as %s: %d %s, want 403", fmt.Sprintf(path, c.room), c.user, status, body)
 				continue
 			}
-			reasons = append(reasons, errorReason(t, body))
+			reasons = append(reasons, errorBodyReason(t, body))
 		}
 		if len(reasons) == 3 && (reasons[0] != reasons[1] || reasons[1] != reasons[2]) {
 			t.Errorf("GET %s: the refusals differ: %q", path, reasons)
@@ -79,7 +79,7 @@ func TestHistoryAnswers400ToBadParameters(t *testing.T) {
 			t.Errorf("GET %s: %d %s, want 400", path, status, body)
 			continue
 		}
-		if r := errorReason(t, body); !strings.HasPrefix(r, names+":") {
+		if r := errorBodyReason(t, body); !strings.HasPrefix(r, names+":") {
 			t.Errorf("GET %s: reason %q does not name %s", path, r, names)
 		}
 	}
@@ -265,7 +265,7 @@ func TestMessagesEndpointsAnswerHistoryAndWholeText(t *testing.T) {
 	if status, _, body := f.get("u-1", "/rooms/room-1/messages/m-9"); status != http.StatusNotFound {
 		t.Errorf("m-9 of room-2 through room-1: %d %s, want 404", status, body)
 	} else {
-		errorReason(t, body)
+		errorBodyReason(t, body)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/roomcast/roomcast/domain"
 	"github.com/roomcast/roomcast/internal/fakepusher"
+	"github.com/roomcast/roomcast/internal/testsupport"
 )
 
 // A Pusher app lost everything it was sent (the fake forgets it): `replay
@@ -52,7 +53,7 @@ func TestReplayNotifyRefillsALostPusherApp(t *testing.T) {
 	if !strings.Contains(r.stdout, fmt.Sprintf("%d deliveries of 2 rooms owed to Pusher again", want)) {
 		t.Errorf("summary does not say %d deliveries:\n%s", want, r.stdout)
 	}
-	waitFor(t, 60*time.Second, "the rooms' history at Pusher again", func() (bool, string) {
+	testsupport.WaitFor(t, 60*time.Second, "the rooms' history at Pusher again", func() (bool, string) {
 		n := len(s.pusher.Events())
 		return n >= want, fmt.Sprintf("%d of %d events", n, want)
 	})
