@@ -30,6 +30,7 @@ Usage:
   roomcast sample [-rooms N] [-messages N]  print a sample conversation as CloudEvents JSON lines
   roomcast replay rebuild [-dry-run] [-restart]   rebuild the read models from the events table (sends nothing)
   roomcast replay kafka -from earliest|<RFC3339> [-notify] [-dry-run]   re-consume the topic's history
+  roomcast replay notify -room R[,R...] [-from-seq N|-since T] [-until T] [-dry-run]   owe rooms' stored history to Pusher again
   roomcast dlq list [-id ID] [-reason TEXT]        show the dead-letter topic
   roomcast dlq redrive (-id ID,...|-reason TEXT|-all) [-dry-run]   send chosen dead letters back to the events topic
 
