@@ -54,6 +54,28 @@ func redactPendingDeliveries(tx *gorm.DB, messageIDs []string) error {
 	return nil
 }
 
+// redactOwed redacts, in memory, the deliveries this batch owes for the
+// events in eventIDs: those of a message that a delete later in the batch
+// empties. They are then copied to the outbox as they are to be sent, and
+// redactPendingDeliveries finds nothing left to write for them: a delete
+// that comes with its message in one batch (a backlog, a replay) costs no
+// second version of their rows.
+func (b *batch) redactOwed(eventIDs []string) error {
+	found := 0
+	for i := len(b.owed) - 1; i >= 0 && found < len(eventIDs); i-- {
+		if !slices.Contains(eventIDs, b.owed[i].EventID) {
+			continue
+		}
+		found++
+		r, err := domain.RedactDelivery(b.owed[i])
+		if err != nil {
+			return err
+		}
+		b.owed[i] = r
+	}
+	return nil
+}
+
 // pendingToRedactSQL reads the deliveries Pusher has not accepted yet of
 // the events that carry the listed messages' text: from each message's
 // event_ids to the events' delivery_id to the delivery, each step a lateral

@@ -150,3 +150,37 @@ func (f *fixture) projectBatch(events ...*chattest.Event) {
 		}
 	}
 }
+
+// A message created (and edited) and deleted in one batch has its
+// deliveries written once, already redacted: the delete costs no update of
+// their outbox rows. Deleted in a later batch, they are updated once each.
+func TestDeleteInTheSameBatchWritesDeliveriesOnce(t *testing.T) {
+	f := newFixture(t)
+	for _, q := range []string{
+		`CREATE TABLE delivery_updates (id bigint)`,
+		`CREATE FUNCTION log_delivery_update() RETURNS trigger LANGUAGE plpgsql AS
+			$$ BEGIN INSERT INTO delivery_updates VALUES (OLD.id); RETURN NEW; END $$`,
+		`CREATE TRIGGER log_delivery_update BEFORE UPDATE ON deliveries FOR EACH ROW EXECUTE FUNCTION log_delivery_update()`,
+	} {
+		if err := f.db.Exec(q).Error; err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	create := chattest.MessageCreated("r1", "m1", "secret")
+	edit := chattest.MessageEdited("r1", "m1", "secret edited")
+	f.projectBatch(create, edit, chattest.MessageDeleted("r1", "m1"))
+	got := f.pendingOf(create.ID, edit.ID)
+	checkRedacted(t, got[create.ID], create, 1)
+	checkRedacted(t, got[edit.ID], edit, 2)
+	if n := f.count("delivery_updates", ""); n != 0 {
+		t.Errorf("%d updates of deliveries, want 0: they were copied redacted", n)
+	}
+
+	later := chattest.MessageCreated("r1", "m2", "secret too")
+	f.projectBatch(later, chattest.MessageCreated("r1", "m3", "kept"))
+	f.projectBatch(chattest.MessageDeleted("r1", "m2"))
+	checkRedacted(t, f.pendingOf(later.ID)[later.ID], later, 4)
+	if n := f.count("delivery_updates", ""); n != 1 {
+		t.Errorf("%d updates of deliveries, want 1 (the new-message of m2)", n)
+	}
+}
