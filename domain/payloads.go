@@ -39,7 +39,9 @@ type Delivery struct {
 	CreatedAt time.Time
 }
 
-// The payloads sent to Pusher. Field names and presence are the contract.
+// The payloads sent to Pusher. Field names, order and presence are the
+// contract. Redacted marks a message payload whose text a delete emptied
+// (RedactDelivery); it is never set together with Truncated.
 type (
 	newMessagePayload struct {
 		ID           string  `json:"id"`
@@ -51,6 +53,7 @@ type (
 		RoomID       string  `json:"roomId"`
 		Seq          int64   `json:"seq"`
 		Truncated    bool    `json:"truncated,omitempty"`
+		Redacted     bool    `json:"redacted,omitempty"`
 	}
 	messageEditedPayload struct {
 		ID        string `json:"id"`
@@ -59,6 +62,7 @@ type (
 		RoomID    string `json:"roomId"`
 		Seq       int64  `json:"seq"`
 		Truncated bool   `json:"truncated,omitempty"`
+		Redacted  bool   `json:"redacted,omitempty"`
 	}
 	messageDeletedPayload struct {
 		ID        string `json:"id"`
@@ -91,7 +95,10 @@ type (
 )
 
 // RoomDelivery builds the delivery a room event owes once it has changed
-// something and been given the room's seq.
+// something and been given the room's seq. A message event with empty
+// content can only be a stored one whose text a delete redacted (a valid
+// event has 1..4000 characters), so its payload is marked redacted, as
+// RedactDelivery marks a delivery rendered before the delete.
 func RoomDelivery(env Envelope, seq int64) (Delivery, error) {
 	e, ok := env.Event.(RoomEvent)
 	if !ok {
@@ -108,16 +115,18 @@ func RoomDelivery(env Envelope, seq int64) (Delivery, error) {
 	switch e := e.(type) {
 	case MessageCreated:
 		d.Name = PusherNewMessage
+		redacted := e.Content == ""
 		err = fitText(&d, e.Content, func(text string, truncated bool) any {
 			return newMessagePayload{ID: e.MessageID, Content: text, AuthorID: e.AuthorID,
 				AuthorName: e.AuthorName, AuthorAvatar: e.AuthorAvatar, CreatedAt: FormatTime(e.CreatedAt),
-				RoomID: e.RoomID, Seq: seq, Truncated: truncated}
+				RoomID: e.RoomID, Seq: seq, Truncated: truncated, Redacted: redacted}
 		})
 	case MessageEdited:
 		d.Name = PusherMessageEdited
+		redacted := e.Content == ""
 		err = fitText(&d, e.Content, func(text string, truncated bool) any {
 			return messageEditedPayload{ID: e.MessageID, Content: text, EditedAt: FormatTime(e.EditedAt),
-				RoomID: e.RoomID, Seq: seq, Truncated: truncated}
+				RoomID: e.RoomID, Seq: seq, Truncated: truncated, Redacted: redacted}
 		})
 	case MessageDeleted:
 		d.Name = PusherMessageDeleted

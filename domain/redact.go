@@ -6,9 +6,10 @@ import (
 )
 
 // RedactDelivery returns d as a delete of its message leaves it: the text
-// emptied (and no longer truncated), in the same payload shape and
-// formatting as every other payload. Only new-message and message-edited
-// deliveries carry text; any other is returned unchanged.
+// emptied, "redacted": true in place of any "truncated", in the same field
+// order and formatting as every other payload (RoomDelivery's). Only
+// new-message and message-edited deliveries carry text; any other is
+// returned unchanged.
 func RedactDelivery(d Delivery) (Delivery, error) {
 	var v any
 	switch d.Name {
@@ -17,14 +18,14 @@ func RedactDelivery(d Delivery) (Delivery, error) {
 		if err := json.Unmarshal([]byte(d.Data), &p); err != nil {
 			return Delivery{}, fmt.Errorf("redact %s delivery of %s: %w", d.Name, d.EventID, err)
 		}
-		p.Content, p.Truncated = "", false
+		p.Content, p.Truncated, p.Redacted = "", false, true
 		v = p
 	case PusherMessageEdited:
 		var p messageEditedPayload
 		if err := json.Unmarshal([]byte(d.Data), &p); err != nil {
 			return Delivery{}, fmt.Errorf("redact %s delivery of %s: %w", d.Name, d.EventID, err)
 		}
-		p.Content, p.Truncated = "", false
+		p.Content, p.Truncated, p.Redacted = "", false, true
 		v = p
 	default:
 		return d, nil

@@ -103,6 +103,9 @@ func (b *batch) applyRoom(env domain.Envelope, e domain.RoomEvent) (bool, error)
 		at, by := e.DeletedAt.UTC(), e.DeletedBy
 		m.content, m.deletedAt, m.deletedBy, m.deleted, m.changed = "", &at, &by, true, true
 		b.deletedM = append(b.deletedM, e.MessageID)
+		if err := b.redactOwed(m.eventIDs); err != nil {
+			return false, err
+		}
 		return true, nil
 	case domain.MemberJoined:
 		k := [2]string{e.RoomID, e.UserID}

@@ -13,33 +13,88 @@ import (
 	"github.com/roomcast/roomcast/domain"
 )
 
-// redactPendingDeliveries blanks the text of the deliveries Pusher has not
-// accepted yet of the listed messages' events: from each message's event_ids
-// to the events' delivery_id, by primary-key probes only (a lateral subquery
-// with LIMIT is never turned into a scan), then the deliveries by primary key
-// (TestOutboxStatementsProbeThePrimaryKey holds redactDeliveriesSQL to it).
+// redactPendingDeliveries re-renders, without their text and marked
+// redacted (domain.RedactDelivery), the deliveries Pusher has not accepted
+// yet of the listed messages' events: one statement reads them, one writes
+// them back, whatever the number of messages. Both find their rows by
+// primary-key probes only (TestOutboxStatementsProbeThePrimaryKey).
+// Rendering in Go, not with jsonb in SQL, keeps the one field order and
+// compact formatting every payload has.
 func redactPendingDeliveries(tx *gorm.DB, messageIDs []string) error {
-	var ids []int64
-	if err := scanRaw(tx.Raw(`SELECT e.delivery_id FROM unnest(?::text[]) AS mid(id)
-		CROSS JOIN LATERAL (SELECT event_ids FROM messages WHERE id = mid.id LIMIT 1) AS m
-		CROSS JOIN LATERAL unnest(m.event_ids) AS x(id)
-		CROSS JOIN LATERAL (SELECT delivery_id FROM events WHERE id = x.id LIMIT 1) AS e
-		WHERE e.delivery_id IS NOT NULL`, arr(messageIDs)), &ids); err != nil {
-		return fmt.Errorf("find pending deliveries to redact: %w", err)
+	rows, err := tx.Raw(pendingToRedactSQL, arr(messageIDs)).Rows()
+	if err != nil {
+		return fmt.Errorf("read pending deliveries to redact: %w", err)
 	}
+	defer func() { _ = rows.Close() }()
+	var ids []int64
+	var data []string
+	for rows.Next() {
+		var d domain.Delivery
+		if err := rows.Scan(&d.ID, &d.EventID, &d.Name, &d.Data); err != nil {
+			return fmt.Errorf("read pending deliveries to redact: %w", err)
+		}
+		r, err := domain.RedactDelivery(d)
+		if err != nil {
+			return err
+		}
+		if r.Data != d.Data { // one redacted already is not written again
+			ids, data = append(ids, r.ID), append(data, r.Data)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read pending deliveries to redact: %w", err)
+	}
+	_ = rows.Close()
 	if len(ids) == 0 {
 		return nil
 	}
-	if err := tx.Exec(redactDeliveriesSQL, arr(ids)).Error; err != nil {
+	if err := tx.Exec(redactDeliveriesSQL, arr(ids), arr(data)).Error; err != nil {
 		return fmt.Errorf("redact pending deliveries: %w", err)
 	}
 	return nil
 }
 
-// redactDeliveriesSQL blanks the text of the deliveries with these ids that
-// Pusher has not accepted yet (a truncated one's flag goes too).
-const redactDeliveriesSQL = `UPDATE deliveries AS d SET data = ((d.data::jsonb || '{"content": ""}') - 'truncated')::text
-	FROM unnest(?::bigint[]) AS u(id) WHERE d.id = u.id AND d.delivered_at IS NULL`
+// redactOwed redacts, in memory, the deliveries this batch owes for the
+// events in eventIDs: those of a message that a delete later in the batch
+// empties. They are then copied to the outbox as they are to be sent, and
+// redactPendingDeliveries finds nothing left to write for them: a delete
+// that comes with its message in one batch (a backlog, a replay) costs no
+// second version of their rows.
+func (b *batch) redactOwed(eventIDs []string) error {
+	found := 0
+	for i := len(b.owed) - 1; i >= 0 && found < len(eventIDs); i-- {
+		if !slices.Contains(eventIDs, b.owed[i].EventID) {
+			continue
+		}
+		found++
+		r, err := domain.RedactDelivery(b.owed[i])
+		if err != nil {
+			return err
+		}
+		b.owed[i] = r
+	}
+	return nil
+}
+
+// pendingToRedactSQL reads the deliveries Pusher has not accepted yet of
+// the events that carry the listed messages' text: from each message's
+// event_ids to the events' delivery_id to the delivery, each step a lateral
+// subquery with LIMIT, which the planner never turns into a scan (and
+// "delivered_at IS NULL" stays outside it, see markDeliveredSQL).
+const pendingToRedactSQL = `SELECT d.id, d.event_id, d.name, d.data FROM unnest(?::text[]) AS mid(id)
+	CROSS JOIN LATERAL (SELECT event_ids FROM messages WHERE id = mid.id LIMIT 1) AS m
+	CROSS JOIN LATERAL unnest(m.event_ids) AS x(id)
+	CROSS JOIN LATERAL (SELECT delivery_id FROM events WHERE id = x.id LIMIT 1) AS e
+	CROSS JOIN LATERAL (SELECT id, event_id, name, data, delivered_at FROM deliveries WHERE id = e.delivery_id LIMIT 1) AS d
+	WHERE d.delivered_at IS NULL`
+
+// redactDeliveriesSQL writes the redacted payloads of the deliveries with
+// these ids, which are no longer truncated, unless Pusher accepted them
+// since they were read (the condition in SET, see markDeliveredSQL).
+const redactDeliveriesSQL = `UPDATE deliveries AS d
+	SET data = CASE WHEN d.delivered_at IS NULL THEN u.data ELSE d.data END,
+		truncated = CASE WHEN d.delivered_at IS NULL THEN false ELSE d.truncated END
+	FROM unnest(?::bigint[], ?::text[]) AS u(id, data) WHERE d.id = u.id`
 
 const tooLargeReason = "payload exceeds Pusher's 10 KB data limit even with its text emptied"
 

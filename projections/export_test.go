@@ -9,6 +9,7 @@ const (
 	MarkDeliveredKeepSQL = markDeliveredKeepSQL
 	RecordFailureSQL     = recordFailureSQL
 	RedactDeliveriesSQL  = redactDeliveriesSQL
+	PendingToRedactSQL   = pendingToRedactSQL
 	PendingInRoomsSQL    = pendingInRoomsSQL
 	OldestPendingSQL     = oldestPendingSQL
 	PendingCountSQL      = pendingCountSQL

@@ -1,6 +1,7 @@
 package projections_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -31,8 +32,10 @@ func TestOutboxStatementsProbeThePrimaryKey(t *testing.T) {
 		}
 	}
 	ids := make([]int64, 300)
+	messages, payloads := make([]string, 300), make([]string, 300)
 	for i := range ids {
 		ids[i] = int64(18000 + i)
+		messages[i], payloads[i] = fmt.Sprintf("m-%d", i), `{"content":"","redacted":true}`
 	}
 	for _, tc := range []struct {
 		name string
@@ -42,7 +45,8 @@ func TestOutboxStatementsProbeThePrimaryKey(t *testing.T) {
 		{"MarkDelivered", projections.MarkDeliveredSQL, []any{projections.IDArray(ids)}},
 		{"MarkDelivered with KeepDelivered", projections.MarkDeliveredKeepSQL, []any{projections.IDArray(ids)}},
 		{"RecordFailure", projections.RecordFailureSQL, []any{"503 Service Unavailable", projections.IDArray(ids)}},
-		{"redact pending deliveries", projections.RedactDeliveriesSQL, []any{projections.IDArray(ids)}},
+		{"read pending deliveries to redact", projections.PendingToRedactSQL, []any{projections.TextArray(messages)}},
+		{"redact pending deliveries", projections.RedactDeliveriesSQL, []any{projections.IDArray(ids), projections.TextArray(payloads)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var lines []string

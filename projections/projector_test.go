@@ -186,7 +186,8 @@ func TestNoOpEventsAreRecordedWithoutSeqOrDelivery(t *testing.T) {
 // A delete erases the message's text from every stored event that carries it
 // (its create, its edits, a repeated create in its room), and from its
 // deliveries still owed; one event per batch, all in one batch, or the
-// delete in a later batch than the events it redacts.
+// delete in a later batch than the events it redacts. The deliveries are
+// re-rendered in the shape of every payload, marked "redacted": true.
 func TestDeleteRedactsMessageEventsAndPendingDeliveries(t *testing.T) {
 	for _, mode := range []string{"one event per batch", "one batch", "delete in a later batch"} {
 		t.Run(mode, func(t *testing.T) {
@@ -252,6 +253,16 @@ func TestDeleteRedactsMessageEventsAndPendingDeliveries(t *testing.T) {
 				names = append(names, d.Name)
 				if strings.Contains(d.Data, "secret") {
 					t.Errorf("pending delivery %s still carries deleted text: %s", d.Name, d.Data)
+				}
+				switch d.EventID {
+				case create.ID:
+					checkRedacted(t, d, create, 1)
+				case edit.ID:
+					checkRedacted(t, d, edit, 2)
+				case other.ID:
+					if !strings.HasSuffix(d.Data, `"content":"keep me","authorId":"u-1","authorName":"Ada","authorAvatar":null,"createdAt":"`+other.Data["createdAt"].(string)+`","roomId":"r1","seq":3}`) {
+						t.Errorf("another message's delivery changed: %s", d.Data)
+					}
 				}
 			}
 			if want := "new-message,message-edited,new-message,message-deleted"; strings.Join(names, ",") != want {

@@ -585,17 +585,25 @@ func TestNotificationTooLargeIsParkedAtProjection(t *testing.T) {
 	}
 }
 
-// A message deleted before its new-message went out is sent without its text.
+// A message deleted before its new-message and message-edited went out is
+// sent without its text, marked "redacted": true, in the shape and
+// formatting of every payload, and no longer truncated; an edit arriving
+// after the delete sends nothing.
 func TestDeleteBeforeDeliveryBlanksPendingContent(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.srv.SetDown(true)
 	created := chattest.MessageCreated("room-d", "m-d", "secret <text>")
+	edited := chattest.MessageEdited("room-d", "m-d", "secret & edited")
 	big := chattest.MessageCreated("room-d", "m-big", strings.Repeat("秘", 4000)) // truncated
 	f.project(created)
+	f.project(edited)
 	f.project(big)
 	f.project(chattest.MessageDeleted("room-d", "m-d"))
 	f.project(chattest.MessageDeleted("room-d", "m-big"))
+	if out := f.project(chattest.MessageEdited("room-d", "m-d", "secret too late")); out != projections.Unchanged {
+		t.Errorf("an edit after the delete: %v, want unchanged", out)
+	}
 	// A call that reaches Pusher after the deletes committed and is refused:
 	// then no other call of the room is in flight (one at a time per room),
 	// and what the dispatcher sends next it reads after that refusal, so
@@ -607,14 +615,14 @@ func TestDeleteBeforeDeliveryBlanksPendingContent(t *testing.T) {
 		return slices.ContainsFunc(f.srv.Calls(), func(c fakepusher.Call) bool { return c.Status == 503 && c.At.After(deleted) })
 	})
 	f.srv.SetDown(false)
-	f.waitEvents(4)
+	f.waitEvents(5)
 	f.waitSettled()
 
 	evs := f.srv.EventsOn("private-room-room-d")
-	if len(evs) != 4 {
-		t.Fatalf("got %d events, want 4", len(evs))
+	if len(evs) != 5 {
+		t.Fatalf("got %d events, want 5", len(evs))
 	}
-	wantNames := []string{"new-message", "new-message", "message-deleted", "message-deleted"}
+	wantNames := []string{"new-message", "message-edited", "new-message", "message-deleted", "message-deleted"}
 	for i, e := range evs {
 		if e.Name != wantNames[i] {
 			t.Errorf("event #%d: %s, want %s", i+1, e.Name, wantNames[i])
@@ -623,13 +631,15 @@ func TestDeleteBeforeDeliveryBlanksPendingContent(t *testing.T) {
 			t.Errorf("event #%d (%s) carries the deleted text: %.200s", i+1, e.Name, e.Data)
 		}
 	}
-	for i, msg := range []*chattest.Event{created, big} {
-		want := map[string]any{
-			"id": msg.Data["messageId"], "content": "", "authorId": "u-1", "authorName": "Ada", "authorAvatar": nil,
-			"createdAt": msg.Data["createdAt"], "roomId": "room-d", "seq": i + 1,
-		}
-		if g, w := canonical(t, evs[i].Data), canonical(t, want); g != w {
-			t.Errorf("new-message #%d of a deleted message:\n got  %s\n want %s", i+1, g, w)
+	at := func(e *chattest.Event, field string) string { return e.Data[field].(string) }
+	want := []string{
+		`{"id":"m-d","content":"","authorId":"u-1","authorName":"Ada","authorAvatar":null,"createdAt":"` + at(created, "createdAt") + `","roomId":"room-d","seq":1,"redacted":true}`,
+		`{"id":"m-d","content":"","editedAt":"` + at(edited, "editedAt") + `","roomId":"room-d","seq":2,"redacted":true}`,
+		`{"id":"m-big","content":"","authorId":"u-1","authorName":"Ada","authorAvatar":null,"createdAt":"` + at(big, "createdAt") + `","roomId":"room-d","seq":3,"redacted":true}`,
+	}
+	for i, w := range want {
+		if evs[i].Data != w {
+			t.Errorf("%s #%d of a deleted message:\n got  %s\n want %s", evs[i].Name, i+1, evs[i].Data, w)
 		}
 	}
 }
