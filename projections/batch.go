@@ -145,8 +145,9 @@ const lookUpAfterStored = time.Minute
 // deliveriesOwed hands a committed batch's deliveries to the dispatcher, or
 // tells it to read the outbox.
 func (p *Projector) deliveriesOwed(b *batch) {
-	// A delete in the batch redacted deliveries in Postgres (this batch's
-	// among them) after they were copied: b.owed no longer says what is owed.
+	// A delete in the batch redacted, in Postgres, pending deliveries of
+	// earlier batches that the dispatcher may hold as handed over: it reads
+	// the outbox again.
 	if p.handoff != nil && len(b.deletedM) == 0 {
 		now := time.Now()
 		for i := range b.owed {
