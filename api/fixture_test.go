@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -13,7 +12,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +37,7 @@ type fixture struct {
 	pusher    *pusher.Client
 	server    *httptest.Server
 	registry  *prometheus.Registry
-	logs      *syncBuffer
+	logs      *testsupport.SyncBuffer
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -50,7 +48,7 @@ func newFixture(t *testing.T) *fixture {
 		projector: projections.NewProjector(db, nil, prometheus.NewRegistry()),
 		pusher:    &pusher.Client{AppID: "1", Key: pusherKey, Secret: pusherSecret},
 		registry:  prometheus.NewRegistry(),
-		logs:      &syncBuffer{},
+		logs:      &testsupport.SyncBuffer{},
 	}
 	srv := api.New(api.Config{
 		DB: db, Pusher: f.pusher, Registry: f.registry,
@@ -172,24 +170,6 @@ func errorReason(t *testing.T, a answer) string {
 		t.Errorf("error answer's Content-Type %q, want application/json", ct)
 	}
 	return e.Error
-}
-
-// syncBuffer is a bytes.Buffer the server's logger and the test share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // member is chat.member.joined of user in room with a name and avatar

@@ -1,35 +1,17 @@
 package publishers_test
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/internal/testsupport"
 
 	"github.com/roomcast/roomcast/internal/chattest"
 	"github.com/roomcast/roomcast/internal/fakepusher"
 	"github.com/roomcast/roomcast/publishers"
 )
-
-// syncBuffer is a bytes.Buffer for a logger written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // What pusher-http-go signs a request with, which must not leave the process
 // in roomcast's error text: its network errors (*url.Error) carry the
@@ -59,7 +41,7 @@ func TestPusherErrorTextCarriesNoSignedURL(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newIdleFixture(t)
-			var logs syncBuffer
+			var logs testsupport.SyncBuffer
 			cfg := dispatcherConfig
 			cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			cfg.StallAfter = 50 * time.Millisecond // Problems() reports the failure soon

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,7 +47,7 @@ func TestArguments(t *testing.T) {
 func TestDevStack(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"DATABASE_URL": testsupport.Postgres(t), "HTTP_ADDR": "127.0.0.1:0", "API_ADDR": "127.0.0.1:0"}
-	var out syncBuffer
+	var out testsupport.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -83,7 +82,7 @@ func TestDevStack(t *testing.T) {
 // checkDevAPI calls the dev stack's API, whose address and dev identity
 // header its banner prints, about the sample conversation it printed: in
 // a room Grace left (user-left reached Pusher), Ada is still a member.
-func checkDevAPI(t *testing.T, out *syncBuffer) {
+func checkDevAPI(t *testing.T, out *testsupport.SyncBuffer) {
 	t.Helper()
 	var apiAddr, room, ada []string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -124,22 +123,4 @@ func checkDevAPI(t *testing.T, out *syncBuffer) {
 			t.Errorf("%q on %s: %d %s, want %d with %s", tc.user, tc.channel, resp.StatusCode, b, tc.status, tc.has)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the stack and the test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
