@@ -68,6 +68,9 @@ export interface RoomHandlers {
   onMembers?: (members: Member[]) => void;
   /** Errors; the room goes on after each unless `fatal`. */
   onError?: (err: RoomcastError) => void;
+  /** The room's channel is subscribed (again, after a reconnect); the
+   * catch-up of what came meanwhile starts now. */
+  onSubscribed?: () => void;
 }
 
 /** How to join a room. */
@@ -230,7 +233,10 @@ export class Room {
     channel.bind('notification', (data: Notification) => this.handlers.onNotification?.(data));
     // Fired on the first subscription and on each resubscription after a
     // reconnect: what came before it is in history.
-    channel.bind('pusher:subscription_succeeded', () => void this.seq.catchUp());
+    channel.bind('pusher:subscription_succeeded', () => {
+      void this.seq.catchUp();
+      this.handlers.onSubscribed?.();
+    });
     channel.bind('pusher:subscription_error', (data: unknown) => this.fail(this.channelName, data));
 
     this.presenceName = options.presence ? `presence-room-${roomId}` : null;

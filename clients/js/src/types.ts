@@ -94,10 +94,10 @@ export interface Notification {
 }
 
 /** A member of a room's presence channel, as roomcast signs it from the
- * room's membership. */
+ * room's membership (`avatar` is "" when the member has none). */
 export interface Member {
   id: string;
-  info: { name: string; avatar: string | null };
+  info: { name: string; avatar: string };
 }
 
 /** One entry of `GET /rooms/{roomId}/events`. */
