@@ -33,6 +33,7 @@ export class Api implements HistoryApi {
     base: string,
     private readonly getToken: TokenGetter,
     private readonly fetchImpl: typeof fetch = globalThis.fetch.bind(globalThis),
+    private readonly extraHeaders: Record<string, string> = {},
   ) {
     this.base = base.replace(/\/+$/, '');
   }
@@ -72,6 +73,9 @@ export class Api implements HistoryApi {
 
   private async call(kind: RoomcastErrorKind, path: string, init: RequestInit, roomId?: string): Promise<unknown> {
     const headers = new Headers(init.headers);
+    for (const [k, v] of Object.entries(this.extraHeaders)) {
+      headers.set(k, v);
+    }
     headers.set('Accept', 'application/json');
     const token = await this.getToken();
     if (token) {

@@ -42,6 +42,9 @@ export interface ClientOptions {
   pusher: PusherOptions;
   /** The user's bearer token for every API call (see TokenGetter). */
   token?: TokenGetter;
+  /** Headers added to every API call (for example the user header of a
+   * development API that trusts one instead of a token). */
+  headers?: Record<string, string>;
   /** fetch to use (default: the global one). */
   fetch?: typeof fetch;
   /** Events asked per history page (default 100). */
@@ -98,7 +101,7 @@ export class RoomcastClient {
   private wasConnected = false;
 
   constructor(private readonly opts: ClientOptions) {
-    this.api = new Api(opts.apiBase, opts.token ?? (() => undefined), opts.fetch);
+    this.api = new Api(opts.apiBase, opts.token ?? (() => undefined), opts.fetch, opts.headers);
     const P = opts.PusherClass ?? Pusher;
     this.pusher = new P(opts.key, {
       ...opts.pusher,
