@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 20s
 
-.PHONY: run test build vet fuzz bench sample clean bench-ingest chaos
+.PHONY: run test build vet js fuzz bench sample clean bench-ingest chaos
 
 ## run: everything on this machine with embedded defaults (in-process Kafka, throwaway Postgres, local Pusher capture)
 run:
@@ -20,8 +20,13 @@ CHECKS  ?= deployments/checks
 # and building Prometheus with the race detector costs two minutes.
 ALERTS  ?= deployments/alerts
 
-## test: the whole real-parts suite with -race, the deployment checks, the alert rules, then a short fuzz of the event decoder
-test: vet
+# JS: the browser client library, an npm package; its end-to-end tests
+# (clients/js/e2e, Go) run pusher-js and soketi from its node_modules and
+# import its build, so it is installed and built before the Go tests.
+JS      ?= clients/js
+
+## test: the browser client's build and unit tests, the whole real-parts suite with -race, the deployment checks, the alert rules, then a short fuzz of the event decoder
+test: vet js
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 	cd $(CHECKS) && $(GO) test -count=1 -timeout 10m ./...
 	cd $(ALERTS) && $(GO) test -count=1 ./...
@@ -32,6 +37,13 @@ vet:
 	cd $(CHECKS) && $(GO) vet ./...
 	cd $(ALERTS) && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (echo "gofmt needed on:"; gofmt -l .; exit 1)
+
+## js: the browser client (clients/js): installed from its lockfile when that changed, built, unit-tested
+js: $(JS)/node_modules/.package-lock.json
+	cd $(JS) && npm test --silent
+
+$(JS)/node_modules/.package-lock.json: $(JS)/package-lock.json $(JS)/package.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 
 ## chaos: the long chaos test: hostile messages, a Pusher outage, Postgres down and ten SIGKILLs under a 4,000 events/s stream
 chaos:
