@@ -1,5 +1,6 @@
-// Package soketi runs soketi, a Pusher-protocol server, from clients/js's
-// node_modules for tests that need real WebSocket clients.
+// Package soketi runs the browser side of end-to-end tests: soketi, a
+// Pusher-protocol server, from clients/js's node_modules, and the Node
+// scripts whose pusher-js clients connect to it.
 package soketi
 
 import (

@@ -27,9 +27,10 @@ import (
 	"github.com/roomcast/roomcast/worker"
 )
 
-// The identity provider the API trusts in these tests: HS256 tokens.
+// The identity provider the API trusts in these tests: HS256 tokens
+// (API_JWT_SECRET wants 32 bytes or more).
 const (
-	jwtSecret   = "e2e-jwt-secret-4c1d9a7f2b"
+	jwtSecret   = "e2e-jwt-secret-4c1d9a7f2b83e6a05d17"
 	jwtIssuer   = "https://id.example.test"
 	jwtAudience = "roomcast"
 )
