@@ -87,7 +87,7 @@ func TestDeployments(t *testing.T) {
 		{"a KEDA parameter misspelt", "kubernetes", "kubernetes/components/keda/scaledobject.yaml",
 			`allowIdleConsumers: "false"`, `allowIdleConsumer: "false"`, `"allowIdleConsumer" is not a parameter`},
 		{"no NetworkPolicy", "kubernetes", "kubernetes/base/kustomization.yaml",
-			"  - networkpolicy.yaml\n", "", "has no NetworkPolicy"},
+			"  - networkpolicy.yaml\n", "", "Deployment roomcast: no NetworkPolicy selects its pods"},
 		{"NetworkPolicy without the database's port", "kubernetes", "kubernetes/base/networkpolicy.yaml",
 			"    # Postgres.\n    - ports:\n        - port: 5432", "    # Postgres.\n    - ports:\n        - port: 5433", "allow no egress to Postgres (DATABASE_URL) port 5432/TCP"},
 		{"NetworkPolicy without a broker's port", "kubernetes", "kubernetes/base/networkpolicy.yaml",
@@ -98,6 +98,32 @@ func TestDeployments(t *testing.T) {
 			"    - from:\n        - namespaceSelector:\n            matchLabels:\n              kubernetes.io/metadata.name: monitoring\n      ports:", "    - ports:", "open to every source"},
 		{"group instance id not the pod's name", "kubernetes", "kubernetes/base/deployment.yaml",
 			"fieldPath: metadata.name", "fieldPath: metadata.uid", "must come from the pod's name"},
+		{"no API Deployment", "kubernetes", "kubernetes/base/kustomization.yaml",
+			"  - api-deployment.yaml\n", "", "no Deployment runs `roomcast api`"},
+		{"an API probe path roomcast api does not serve", "kubernetes", "kubernetes/base/api-deployment.yaml",
+			"path: /readyz", "path: /ready", "GET /ready, which a running `roomcast api`"},
+		{"another API port than API_ADDR's", "kubernetes", "kubernetes/base/api-deployment.yaml",
+			"containerPort: 8081", "containerPort: 8080", "declares no port 8081, API_ADDR's"},
+		{"API grace period within SHUTDOWN_TIMEOUT and preStop", "kubernetes", "kubernetes/base/api-deployment.yaml",
+			"terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds: 20", "plus its preStop sleep"},
+		{"API signing for another Pusher app", "kubernetes", "kubernetes/base/api-deployment.yaml",
+			"key: PUSHER_KEY", "key: PUSHER_CLUSTER", "PUSHER_KEY and PUSHER_SECRET are not the worker's"},
+		{"API reading another database", "kubernetes", "kubernetes/base/api-secrets.env",
+			"5432/roomcast?", "5432/elsewhere?", "but the worker writes roomcast"},
+		{"API as the schema's owner", "kubernetes", "kubernetes/base/api-secrets.env",
+			"roomcast_api:REPLACE_ME", "roomcast:REPLACE_ME", "connects as roomcast, the schema's owner"},
+		{"API with two identity modes", "kubernetes", "kubernetes/base/api-secrets.env",
+			"sslmode=verify-full\n", "sslmode=verify-full\nAPI_JWT_SECRET=a-secret-of-more-than-32-bytes-here\n", "set only one identity mode"},
+		{"API NetworkPolicy without the key set's port", "kubernetes", "kubernetes/base/api-networkpolicy.yaml",
+			"        - port: 443\n", "        - port: 8443\n", "allow no egress to the identity provider's key set (API_JWKS_URL) port 443/TCP"},
+		{"HPA on the worker", "kubernetes", "kubernetes/components/api-autoscaling/horizontalpodautoscaler.yaml",
+			"    kind: Deployment\n    name: roomcast-api", "    kind: Deployment\n    name: roomcast", "scales the worker"},
+		{"HPA down to one API pod", "kubernetes", "kubernetes/components/api-autoscaling/horizontalpodautoscaler.yaml",
+			"minReplicas: 2", "minReplicas: 1", "minReplicas must be at least 2"},
+		{"API without autoscaler or replicas", "kubernetes", "kubernetes/overlays/minimal/api-deployment-patch.yaml",
+			"  replicas: 2\n", "", "neither autoscaled nor given 2 replicas"},
+		{"API without PodDisruptionBudget", "kubernetes", "kubernetes/base/kustomization.yaml",
+			"  - api-poddisruptionbudget.yaml\n", "", "no PodDisruptionBudget selects the pods of Deployment roomcast-api"},
 		{"misspelt compose key", "compose", "compose.yaml",
 			"stop_grace_period: 40s", "stop_grace_periods: 40s", "stop_grace_periods"},
 		{"compose setting roomcast does not read", "compose", "compose.yaml",
@@ -145,6 +171,11 @@ func TestDeployments(t *testing.T) {
 		wrong := &codeFacts{bin: f.bin, commands: map[string][]config.Need{"migrate": {config.Database, config.HTTP}}, reads: map[string]map[string]bool{}}
 		if _, err := wrong.command([]string{"migrate", "up"}); err == nil || !strings.Contains(err.Error(), "deployableCommands is out of date") {
 			t.Errorf("migrate taken to need the database and HTTP went unnoticed: %v", err)
+		}
+		// healthcheck -api validates what the API does, not HTTP_ADDR.
+		wrong.commands["healthcheck"] = []config.Need{config.HTTP}
+		if _, err := wrong.command([]string{"healthcheck", "-api"}); err == nil || !strings.Contains(err.Error(), "deployableCommands is out of date") {
+			t.Errorf("healthcheck -api taken to need HTTP went unnoticed: %v", err)
 		}
 	})
 	t.Run("mutations", func(t *testing.T) {
