@@ -124,6 +124,8 @@ func TestDeployments(t *testing.T) {
 			"  replicas: 2\n", "", "neither autoscaled nor given 2 replicas"},
 		{"API without PodDisruptionBudget", "kubernetes", "kubernetes/base/kustomization.yaml",
 			"  - api-poddisruptionbudget.yaml\n", "", "no PodDisruptionBudget selects the pods of Deployment roomcast-api"},
+		{"API alert on a job nothing scrapes", "kubernetes", "kubernetes/components/prometheus-operator/prometheusrule.yaml",
+			`up{job="roomcast-api"}`, `up{job="roomcast-apis"}`, `matches job="roomcast-apis"`},
 		{"misspelt compose key", "compose", "compose.yaml",
 			"stop_grace_period: 40s", "stop_grace_periods: 40s", "stop_grace_periods"},
 		{"compose setting roomcast does not read", "compose", "compose.yaml",
