@@ -26,6 +26,8 @@ type Config struct {
 	// Registry holds the API's metrics and is what /metrics serves
 	// (default: a new registry with the Go and process collectors).
 	Registry *prometheus.Registry
+	// CORSOrigins may call the API from their pages (see cors; none: no CORS).
+	CORSOrigins []string
 }
 
 // Server answers roomcast's HTTP API (see docs/api.md).
@@ -68,7 +70,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint")
 	})
-	return s.metrics.instrument(mux)
+	return s.metrics.instrument(cors(s.cfg.CORSOrigins, s.cfg.Identity, mux))
 }
 
 // NewRegistry is a metrics registry with the Go runtime's and the

@@ -53,10 +53,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Service, 
 		return nil, fmt.Errorf("API_ADDR %s: %w", cfg.API.Addr, err)
 	}
 	server := New(Config{
-		DB:       db,
-		Pusher:   &pusher.Client{AppID: cfg.Pusher.AppID, Key: cfg.Pusher.Key, Secret: cfg.Pusher.Secret},
-		Identity: identity,
-		Log:      log,
+		DB:          db,
+		Pusher:      &pusher.Client{AppID: cfg.Pusher.AppID, Key: cfg.Pusher.Key, Secret: cfg.Pusher.Secret},
+		Identity:    identity,
+		Log:         log,
+		CORSOrigins: cfg.API.CORSOrigins,
 	})
 	srv := &http.Server{
 		Handler:           server.Handler(),

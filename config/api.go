@@ -25,6 +25,8 @@ type APIConfig struct {
 	JWTUserClaim      string        // API_JWT_USER_CLAIM: the claim holding the user id
 
 	TrustedUserHeader string // API_TRUSTED_USER_HEADER: a gateway in front already identified the user
+
+	CORSOrigins []string // API_CORS_ORIGINS: web origins whose pages may call the API (none: no CORS headers)
 }
 
 // Defaults and bounds of the API settings.
@@ -100,7 +102,48 @@ func loadAPI(env Getenv) (APIConfig, []error) {
 			a.JWTAudiences = append(a.JWTAudiences, aud)
 		}
 	}
+	a.CORSOrigins = corsOrigins(get("API_CORS_ORIGINS", ""), &errs)
 	return a, errs
+}
+
+// corsOrigins reads API_CORS_ORIGINS: exact origins, as a browser sends
+// them in its Origin header, since the API compares them byte for byte.
+// "*" is refused: the API answers with a user's history and channel
+// signatures, so which sites' pages may read them is a list the operator
+// writes, and browsers refuse "*" with credentials, which a gateway that
+// identifies users by cookie needs (the answer would then echo any origin).
+func corsOrigins(v string, errs *[]error) []string {
+	var origins []string
+	for o := range strings.SplitSeq(v, ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if o == "*" {
+			*errs = append(*errs, errors.New(`API_CORS_ORIGINS: "*" is refused: list the origins of your web apps (https://app.example.com), `+
+				"since the API answers with users' history and channel signatures"))
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.Opaque != "" {
+			*errs = append(*errs, fmt.Errorf("API_CORS_ORIGINS: %q is not an origin (scheme://host[:port], such as https://app.example.com)", o))
+			continue
+		}
+		// What a browser sends: lower case, no default port, no path.
+		host := u.Hostname()
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]" // IPv6
+		}
+		want := strings.ToLower(u.Scheme + "://" + host)
+		if p := u.Port(); p != "" && p != map[string]string{"https": "443", "http": "80"}[u.Scheme] {
+			want += ":" + p
+		}
+		if o != want {
+			*errs = append(*errs, fmt.Errorf("API_CORS_ORIGINS: %q is not an origin as browsers send it; write %q", o, want))
+			continue
+		}
+		origins = append(origins, o)
+	}
+	return origins
 }
 
 // validate checks what `roomcast api` needs: an address to listen on and

@@ -15,17 +15,25 @@ import (
 
 // runHealthcheck is `roomcast healthcheck`: it asks the `roomcast run` of this
 // machine, at HTTP_ADDR, for GET /healthz (or /readyz with -ready) and fails
-// unless the answer is 200. It gives the container image, which has no shell
-// and no curl, a Docker HEALTHCHECK.
+// unless the answer is 200; with -api it asks the `roomcast api` at
+// API_ADDR. It gives the container image, which has no shell and no curl, a
+// Docker HEALTHCHECK.
 func runHealthcheck(ctx context.Context, args []string, env config.Getenv, stdout io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	ready := fs.Bool("ready", false, "ask /readyz instead of /healthz")
+	api := fs.Bool("api", false, "ask roomcast api at API_ADDR instead of roomcast run at HTTP_ADDR")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return fmt.Errorf("%w: healthcheck takes only -ready and -timeout", errUsage)
+		return fmt.Errorf("%w: healthcheck takes only -api, -ready and -timeout", errUsage)
 	}
-	cfg, err := config.Load(env, config.HTTP)
+	// -api validates what `roomcast api` does: it runs in that command's
+	// environment, and a configuration the API refuses is no healthy API.
+	need, addr := config.HTTP, func(c config.Config) string { return c.HTTPAddr }
+	if *api {
+		need, addr = config.API, func(c config.Config) string { return c.API.Addr }
+	}
+	cfg, err := config.Load(env, need)
 	if err != nil {
 		return err
 	}
@@ -33,7 +41,7 @@ func runHealthcheck(ctx context.Context, args []string, env config.Getenv, stdou
 	if *ready {
 		path = "/readyz"
 	}
-	url := "http://" + localAddr(cfg.HTTPAddr) + path
+	url := "http://" + localAddr(addr(cfg)) + path
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -25,7 +25,7 @@ Usage:
   roomcast api                      channel authorization and history for browsers on API_ADDR (with health and metrics)
   roomcast migrate [up|down|status] versioned SQL migrations (default: up); down rolls back one
   roomcast migrate down -yes-drop-tables   roll back a migration that drops tables (the event store) and their data
-  roomcast healthcheck [-ready]     exit 0 when the worker at HTTP_ADDR answers /healthz (/readyz) with 200
+  roomcast healthcheck [-api] [-ready]   exit 0 when the worker at HTTP_ADDR (the api at API_ADDR) answers /healthz (/readyz) with 200
   roomcast emit [-brokers B] [-topic T] read CloudEvents JSON lines on stdin and produce them to Kafka
   roomcast sample [-rooms N] [-messages N]  print a sample conversation as CloudEvents JSON lines
   roomcast replay rebuild [-dry-run] [-restart]   rebuild the read models from the events table (sends nothing)

@@ -136,4 +136,36 @@ var alertCases = []alertCase{
 	{"RoomcastEventIDConflicts", "none", `
 		roomcast_event_id_conflicts_total{job="roomcast",instance="a",type="chat.message.created"} 0x30
 	`, []at{{25 * m, false, nil}}},
+
+	{"RoomcastAPIAbsent", "no API pod up", `
+		up{job="roomcast-api",instance="a"} 1x5 0x30
+		up{job="roomcast",instance="w"} 1x35
+	`, []at{{8 * m, false, nil}, {15 * m, true, nil}}},
+	{"RoomcastAPIAbsent", "only the worker scraped", `
+		up{job="roomcast",instance="w"} 1x20
+	`, []at{{10 * m, true, nil}}},
+	{"RoomcastAPIAbsent", "an API pod up", `
+		up{job="roomcast-api",instance="a"} 0x5 1x30
+		up{job="roomcast-api",instance="b"} 1x35
+	`, []at{{20 * m, false, nil}}},
+
+	// The route label is the pattern that matched (bounded).
+	{"RoomcastAPIErrors", "the database refusing: one request in eleven 503", `
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="GET /rooms/{roomId}/events",status="200"} 0+600x40
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="GET /rooms/{roomId}/events",status="503"} 0+120x40
+		roomcast_api_requests_total{job="roomcast-api",instance="b",route="POST /pusher/auth",status="200"} 0+600x40
+	`, []at{{5 * m, false, nil}, {20 * m, true, nil}}},
+	{"RoomcastAPIErrors", "one request in a hundred 500", `
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="POST /pusher/auth",status="200"} 0+6000x40
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="POST /pusher/auth",status="500"} 0+60x40
+	`, []at{{30 * m, false, nil}}},
+	{"RoomcastAPIErrors", "a few errors among few requests", `
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="GET /users/me/notifications",status="200"} 0+2x40
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="GET /users/me/notifications",status="503"} 0x5 3x35
+	`, []at{{30 * m, false, nil}}},
+	{"RoomcastAPIErrors", "refusals (4xx) and readiness 503s are not errors", `
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="POST /pusher/auth",status="200"} 0+60x40
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="POST /pusher/auth",status="403"} 0+600x40
+		roomcast_api_requests_total{job="roomcast-api",instance="a",route="GET /readyz",status="503"} 0+600x40
+	`, []at{{30 * m, false, nil}}},
 }

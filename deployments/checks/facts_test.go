@@ -32,12 +32,32 @@ func (f *findings) add(format string, args ...any) { *f = append(*f, fmt.Sprintf
 
 // deployableCommands are the commands a deployment runs, each with what
 // cmd/roomcast asks config.Load to validate for it (codeFacts.command checks
-// that against the binary). Other commands, dev above all, start things and
-// are no business of a deployment.
+// that against the binary); "command -flag" is that command with that flag,
+// when the flag changes what it validates. Other commands, dev above all,
+// start things and are no business of a deployment.
 var deployableCommands = map[string][]config.Need{
-	"run":         {config.Kafka, config.Database, config.Pusher, config.HTTP},
-	"migrate":     {config.Database},
-	"healthcheck": {config.HTTP},
+	"run":              {config.Kafka, config.Database, config.Pusher, config.HTTP},
+	"api":              {config.Database, config.API},
+	"migrate":          {config.Database},
+	"healthcheck":      {config.HTTP},
+	"healthcheck -api": {config.API},
+}
+
+// needsOf returns what deployableCommands says args validate: the entry of
+// its command with the most of its flags.
+func (f *codeFacts) needsOf(args []string) ([]config.Need, bool) {
+	var needs []config.Need
+	best := -1
+	for key, n := range f.commands {
+		words := strings.Fields(key)
+		if len(args) == 0 || words[0] != args[0] || len(words) <= best {
+			continue
+		}
+		if !slices.ContainsFunc(words[1:], func(w string) bool { return !slices.Contains(args[1:], w) }) {
+			needs, best = n, len(words)
+		}
+	}
+	return needs, best >= 0
 }
 
 // secretSettings are settings whose values are credentials (config.Load never
@@ -62,8 +82,9 @@ const httpShutdownGrace = 5 * time.Second
 type codeFacts struct {
 	bin        string                   // the roomcast binary
 	commands   map[string][]config.Need // deployableCommands
-	metrics    *metricFacts
-	workerAddr string // a running `roomcast run`: GET /healthz, /readyz, /metrics
+	metrics    *metricFacts             // the worker's and the API's
+	workerAddr string                   // a running `roomcast run`: GET /healthz, /readyz, /metrics
+	apiAddr    string                   // a running `roomcast api`: the same, and the API
 	mu         sync.Mutex
 	reads      map[string]map[string]bool // command line -> the settings it reads
 }
@@ -84,9 +105,9 @@ func (f *codeFacts) command(args []string) (map[string]bool, error) {
 	if len(args) == 0 {
 		return nil, errors.New("no roomcast command")
 	}
-	needs, ok := f.commands[args[0]]
+	needs, ok := f.needsOf(args)
 	if !ok {
-		return nil, fmt.Errorf("`roomcast %s`: %q is not one of the commands a deployment runs (run, migrate, healthcheck)", line, args[0])
+		return nil, fmt.Errorf("`roomcast %s`: %q is not one of the commands a deployment runs (run, api, migrate, healthcheck)", line, args[0])
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -126,7 +147,8 @@ func (f *codeFacts) config(args []string, env map[string]string) (config.Config,
 	if len(args) == 0 {
 		return config.Config{}, errors.New("no roomcast command")
 	}
-	return config.Load(func(name string) string { return env[name] }, f.commands[args[0]]...)
+	needs, _ := f.needsOf(args)
+	return config.Load(func(name string) string { return env[name] }, needs...)
 }
 
 // checkEnv checks an environment given to `roomcast args`: every name is a
@@ -164,6 +186,14 @@ func httpPort(cfg config.Config) int {
 
 // get asks the running worker for path and returns the status and body.
 func (f *codeFacts) get(path string) (int, string, error) { return httpGet(f.workerAddr, path) }
+
+// getFrom asks the running `roomcast command` (run or api) for path.
+func (f *codeFacts) getFrom(command, path string) (int, string, error) {
+	if command == "api" {
+		return httpGet(f.apiAddr, path)
+	}
+	return f.get(path)
+}
 
 // metricFacts is what a running worker's /metrics shows.
 type metricFacts struct {
@@ -238,7 +268,9 @@ func newMetricFacts(fams map[string]*dto.MetricFamily) *metricFacts {
 // what gives each of its metrics a series, so that /metrics shows them: a
 // short conversation, one message that breaks the contract, an id reused with
 // another payload, and a projection that fails and is retried (the messages
-// table locked past PROJECTION_TIMEOUT). It returns the facts read from it.
+// table locked past PROJECTION_TIMEOUT). Then it starts `roomcast api` on the
+// same database and asks it what gives its metrics theirs. It returns the
+// facts read from both.
 func newDeploymentFacts(t *testing.T) *codeFacts {
 	t.Helper()
 	bin := roomcastBinary(t)
@@ -289,5 +321,7 @@ func newDeploymentFacts(t *testing.T) *codeFacts {
 		return dead >= 1 && delivered >= 2 && conflicts >= 1 && lag,
 			fmt.Sprintf("dead letters %v, delivered %v, id conflicts %v, lag series %v", dead, delivered, conflicts, lag)
 	})
-	return &codeFacts{bin: bin, commands: deployableCommands, metrics: newMetricFacts(fams), workerAddr: w.addr, reads: map[string]map[string]bool{}}
+	api := startAPIWithTraffic(t, s)
+	maps.Copy(fams, api.metrics)
+	return &codeFacts{bin: bin, commands: deployableCommands, metrics: newMetricFacts(fams), workerAddr: w.addr, apiAddr: api.addr, reads: map[string]map[string]bool{}}
 }

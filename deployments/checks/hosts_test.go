@@ -164,17 +164,27 @@ func checkDockerfile(f *codeFacts, root string) findings {
 	cfg, err := config.Load(func(name string) string { return img.env[name] })
 	if err != nil {
 		fs.add("%s: ENV: %v", where, err)
-	} else if port := strconv.Itoa(httpPort(cfg)); !slices.ContainsFunc(img.exposed, func(p string) bool { return strings.TrimSuffix(p, "/tcp") == port }) {
-		fs.add("%s: EXPOSE %v does not include HTTP_ADDR's port %s", where, img.exposed, port)
+	} else {
+		exposes := func(port string) bool {
+			return slices.ContainsFunc(img.exposed, func(p string) bool { return strings.TrimSuffix(p, "/tcp") == port })
+		}
+		if port := strconv.Itoa(httpPort(cfg)); !exposes(port) {
+			fs.add("%s: EXPOSE %v does not include HTTP_ADDR's port %s", where, img.exposed, port)
+		}
+		if _, port, _ := net.SplitHostPort(cfg.API.Addr); !exposes(port) {
+			fs.add("%s: EXPOSE %v does not include API_ADDR's port %s (roomcast api's)", where, img.exposed, port)
+		}
 	}
-	checkHealthcheckCommand(f, where+": HEALTHCHECK", img.health, img.entrypoint, &fs)
+	checkHealthcheckCommand(f, where+": HEALTHCHECK", img.health, img.entrypoint, "run", img.env, &fs)
 	return fs
 }
 
 // checkHealthcheckCommand checks a container health check (Docker's
-// HEALTHCHECK or compose's healthcheck): an exec-form roomcast command that
-// succeeds against a running worker.
-func checkHealthcheckCommand(f *codeFacts, where string, test, entrypoint []string, fs *findings) {
+// HEALTHCHECK or compose's healthcheck) of a container running `roomcast
+// command` (run or api) with env: an exec-form roomcast command that
+// succeeds against a running one, when that container's own address is the
+// running one's and the other command's address has nothing listening.
+func checkHealthcheckCommand(f *codeFacts, where string, test, entrypoint []string, command string, env map[string]string, fs *findings) {
 	if len(test) < 2 || test[0] != "CMD" || len(entrypoint) == 0 || test[1] != entrypoint[0] {
 		fs.add("%s: %v is not [\"CMD\", %q, ...]", where, test, strings.Join(entrypoint, " "))
 		return
@@ -184,9 +194,17 @@ func checkHealthcheckCommand(f *codeFacts, where string, test, entrypoint []stri
 		fs.add("%s: %v", where, err)
 		return
 	}
-	env := map[string]string{"HTTP_ADDR": f.workerAddr}
+	env = maps.Clone(env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	const nothing = "127.0.0.1:1"
+	env["HTTP_ADDR"], env["API_ADDR"] = f.workerAddr, nothing
+	if command == "api" {
+		env["HTTP_ADDR"], env["API_ADDR"] = nothing, f.apiAddr
+	}
 	if code, out, errOut, err := roomcastCmd(f.bin, args, env, 10*time.Second); code != 0 || err != nil {
-		fs.add("%s: `roomcast %s` fails against a running worker: exit %d %v %s", where, strings.Join(args, " "), code, err, strings.TrimSpace(out+errOut))
+		fs.add("%s: `roomcast %s` fails against a running `roomcast %s`: exit %d %v %s", where, strings.Join(args, " "), command, code, err, strings.TrimSpace(out+errOut))
 	}
 }
 
@@ -275,7 +293,7 @@ func checkCompose(f *codeFacts, root string) findings {
 		img = parseDockerfile("deployments/Dockerfile", src, new(findings)) // reported by checkDockerfile
 	}
 
-	var worker, migrate *types.ServiceConfig
+	var worker, api, migrate *types.ServiceConfig
 	for _, name := range slices.Sorted(maps.Keys(project.Services)) {
 		svc := project.Services[name]
 		if svc.Build == nil { // pulled, not built here: pinned by digest
@@ -290,6 +308,11 @@ func checkCompose(f *codeFacts, root string) findings {
 				fs.add("%s: two services run `roomcast run`", where)
 			}
 			worker = &svc
+		case len(svc.Command) > 0 && svc.Command[0] == "api":
+			if api != nil {
+				fs.add("%s: two services run `roomcast api`", where)
+			}
+			api = &svc
 		case len(svc.Command) > 0 && svc.Command[0] == "migrate":
 			migrate = &svc
 		default:
@@ -315,7 +338,8 @@ func checkCompose(f *codeFacts, root string) findings {
 		return env
 	}
 	at := where + ": service " + worker.Name
-	cfg, ok := f.checkEnv(at, worker.Command, envOf(worker), &fs)
+	workerEnv := envOf(worker)
+	cfg, ok := f.checkEnv(at, worker.Command, workerEnv, &fs)
 	migAt := where + ": service " + migrate.Name
 	migCfg, migOK := f.checkEnv(migAt, migrate.Command, envOf(migrate), &fs)
 	if !slices.Equal(migrate.Command, []string{"migrate", "up"}) {
@@ -325,10 +349,15 @@ func checkCompose(f *codeFacts, root string) findings {
 		fs.add("%s: must depend on %s with condition %s, so that it starts on a migrated database", at, migrate.Name, types.ServiceConditionCompletedSuccessfully)
 	}
 	if worker.HealthCheck != nil && img != nil {
-		checkHealthcheckCommand(f, at+": healthcheck", worker.HealthCheck.Test, img.entrypoint, &fs)
+		checkHealthcheckCommand(f, at+": healthcheck", worker.HealthCheck.Test, img.entrypoint, "run", workerEnv, &fs)
 	}
 	if !ok {
 		return fs
+	}
+	if api == nil {
+		fs.add("%s: no service runs `roomcast api`", where)
+	} else {
+		checkComposeAPI(f, where, api, worker, migrate, cfg, img, envOf, &fs)
 	}
 	grace := 10 * time.Second // compose's default
 	if worker.StopGracePeriod != nil {
@@ -451,20 +480,39 @@ func dependsOn(p *types.Project, from, to string) bool {
 	return walk(from)
 }
 
-// checkSystemd checks deployments/systemd/roomcast.service and the
-// environment file beside it. The unit is parsed with go-systemd's parser.
+// checkSystemd checks deployments/systemd's units, roomcast.service (the
+// worker) and roomcast-api.service, and the environment files beside them;
+// the API's must sign for the worker's Pusher app and read its database.
 func checkSystemd(f *codeFacts, root string) findings {
 	var fs findings
-	where := "deployments/systemd/roomcast.service"
+	worker, workerOK := checkSystemdUnit(f, root, "roomcast.service", "run", &fs)
+	api, apiOK := checkSystemdUnit(f, root, "roomcast-api.service", "api", &fs)
+	if workerOK && apiOK {
+		at := "deployments/systemd/roomcast-api.env"
+		if api.Pusher.Key != worker.Pusher.Key || api.Pusher.Secret != worker.Pusher.Secret {
+			fs.add("%s: PUSHER_KEY and PUSHER_SECRET are not roomcast.env's: the API would sign for another Pusher app than the worker's", at)
+		}
+		// The worker's unit migrates, so its role owns the schema.
+		checkAPIDatabase(at, worker.DatabaseURL, api.DatabaseURL, worker.DatabaseURL, &fs)
+	}
+	return fs
+}
+
+// checkSystemdUnit checks deployments/systemd/name, whose ExecStart runs
+// `roomcast command`, and its environment file, and returns the
+// configuration ExecStart runs with. The unit is parsed with go-systemd's
+// parser.
+func checkSystemdUnit(f *codeFacts, root, name, command string, fs *findings) (config.Config, bool) {
+	where := "deployments/systemd/" + name
 	src, err := os.ReadFile(filepath.Join(root, where))
 	if err != nil {
 		fs.add("%s: %v", where, err)
-		return fs
+		return config.Config{}, false
 	}
 	opts, err := unit.DeserializeOptions(bytes.NewReader(src))
 	if err != nil {
 		fs.add("%s: %v", where, err)
-		return fs
+		return config.Config{}, false
 	}
 	values := map[string][]string{}
 	for _, o := range opts {
@@ -506,14 +554,14 @@ func checkSystemd(f *codeFacts, root string) findings {
 	envSrc, err := os.ReadFile(filepath.Join(root, envWhere))
 	if err != nil {
 		fs.add("%s: EnvironmentFile %s has no example beside the unit: %v", where, envFile, err)
-		return fs
+		return config.Config{}, false
 	}
-	env := parseEnvFile(envWhere, envSrc, &fs)
+	env := parseEnvFile(envWhere, envSrc, fs)
 	commands := append([]string{}, values["Service.ExecStartPre"]...)
 	start := values["Service.ExecStart"]
 	if len(start) != 1 {
 		fs.add("%s: needs exactly one ExecStart", where)
-		return fs
+		return config.Config{}, false
 	}
 	commands = append(commands, start[0])
 	var cfg config.Config
@@ -524,16 +572,16 @@ func checkSystemd(f *codeFacts, root string) findings {
 			fs.add("%s: %q does not run roomcast", where, line)
 			continue
 		}
-		c, good := f.checkEnv(where+": "+line+" with "+envWhere, fields[1:], env, &fs)
+		c, good := f.checkEnv(where+": "+line+" with "+envWhere, fields[1:], env, fs)
 		if i == len(commands)-1 {
-			if len(fields) < 2 || fields[1] != "run" {
-				fs.add("%s: ExecStart %q does not run the worker", where, line)
+			if len(fields) < 2 || fields[1] != command {
+				fs.add("%s: ExecStart %q does not run `roomcast %s`", where, line, command)
 			}
 			cfg, ok = c, good
 		}
 	}
 	if !ok {
-		return fs
+		return config.Config{}, false
 	}
 	stop, err := parseTimespan(last("Service.TimeoutStopSec"))
 	if err != nil {
@@ -541,7 +589,7 @@ func checkSystemd(f *codeFacts, root string) findings {
 	} else if stop <= cfg.ShutdownTimeout+httpShutdownGrace {
 		fs.add("%s: TimeoutStopSec %v is not longer than SHUTDOWN_TIMEOUT (%v) plus %v", where, stop, cfg.ShutdownTimeout, httpShutdownGrace)
 	}
-	return fs
+	return cfg, true
 }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

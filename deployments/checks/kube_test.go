@@ -13,6 +13,7 @@ import (
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -38,7 +39,7 @@ var kubeCodecs = func() serializer.CodecFactory {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, policyv1.AddToScheme, monitoringv1.AddToScheme,
-		networkingv1.AddToScheme,
+		networkingv1.AddToScheme, autoscalingv2.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			panic(err)
@@ -90,6 +91,7 @@ type kubeSet struct {
 	rules       []*monitoringv1.PrometheusRule
 	scaled      []*kedaScaledObject
 	auths       map[string]*kedaTriggerAuthentication
+	hpas        []*autoscalingv2.HorizontalPodAutoscaler
 }
 
 // renderKustomization builds dir as `kubectl kustomize dir` does and decodes
@@ -141,6 +143,8 @@ func renderKustomization(root, dir string, fs *findings) *kubeSet {
 			ks.scaled = append(ks.scaled, o)
 		case *kedaTriggerAuthentication:
 			ks.auths[o.Name] = o
+		case *autoscalingv2.HorizontalPodAutoscaler:
+			ks.hpas = append(ks.hpas, o)
 		case *corev1.ServiceAccount, *corev1.Namespace:
 		default:
 			fs.add("%s: a %T the checks do not know", at, obj)
@@ -169,7 +173,7 @@ func checkKubernetes(f *codeFacts, root string) findings {
 		}
 	}
 	// The components are checked through the overlays that include them.
-	for _, kind := range []string{"ScaledObject", "ServiceMonitor", "PrometheusRule"} {
+	for _, kind := range []string{"ScaledObject", "ServiceMonitor", "PrometheusRule", "HorizontalPodAutoscaler"} {
 		if !covered[kind] {
 			fs.add("deployments/kubernetes: no overlay has a %s", kind)
 		}
@@ -190,52 +194,77 @@ func (ks *kubeSet) check(f *codeFacts, fs *findings, alerts map[string]string) {
 			}
 		}
 	}
-	var worker *appsv1.Deployment
-	var workerCfg config.Config
-	var workerContainer *corev1.Container
+	var worker, api *workload
 	for _, d := range ks.deployments {
-		c := containerRunning(&d.Spec.Template.Spec, "run")
-		if c == nil {
-			fs.add("%s: Deployment %s runs no `roomcast run` container", ks.where, d.Name)
+		w := newWorkload(d)
+		if w == nil {
+			fs.add("%s: Deployment %s runs neither `roomcast run` nor `roomcast api`", ks.where, d.Name)
 			continue
 		}
-		if worker != nil {
-			fs.add("%s: two Deployments run `roomcast run` (%s, %s)", ks.where, worker.Name, d.Name)
+		slot := &worker
+		if w.command == "api" {
+			slot = &api
 		}
-		worker, workerContainer = d, c
-		cfg, ok := ks.checkWorker(f, d, c, fs)
-		if ok {
-			workerCfg = cfg
+		if *slot != nil {
+			fs.add("%s: two Deployments run `roomcast %s` (%s, %s)", ks.where, w.command, (*slot).d.Name, d.Name)
 		}
+		*slot = w
+		w.cfg, w.ok = ks.checkDeployment(f, w, fs)
 	}
 	if worker == nil {
 		return
 	}
-	ks.checkMigration(f, worker, workerContainer, fs)
-	podLabels := labels.Set(worker.Spec.Template.Labels)
+	workloads := []*workload{worker}
+	migration, _ := ks.checkMigration(f, worker.d, worker.c, fs)
+	if api == nil {
+		fs.add("%s: no Deployment runs `roomcast api`", ks.where)
+	} else {
+		workloads = append(workloads, api)
+		ks.checkAPI(worker, api, migration, fs)
+	}
+	ks.checkPDBs(workloads, fs)
+	at := fmt.Sprintf("%s: Deployment %s", ks.where, worker.d.Name)
+	checkStaticMembership(ks.where, worker.d, worker.c, fs)
+	if worker.cfg.DatabaseURL != "" {
+		ks.checkNetworkPolicies(at, worker.labels(), worker.c, egressPorts(worker.cfg, true, true), worker.port(), worker.addrVar, fs)
+	}
+	jobs, monitored := ks.checkServices(f, workloads, fs)
+	ks.checkRules(f, jobs, fs, alerts)
+	for _, so := range ks.scaled {
+		ks.checkScaledObject(f, so, fs)
+	}
+	for _, w := range workloads {
+		scraped := monitored[w] || w.d.Spec.Template.Annotations["prometheus.io/scrape"] == "true"
+		if ks.deployable && !scraped {
+			fs.add("%s: nothing scrapes the /metrics of Deployment %s: neither a ServiceMonitor nor prometheus.io/scrape annotations", ks.where, w.d.Name)
+		}
+	}
+}
+
+// checkPDBs checks that each PodDisruptionBudget selects the pods of one
+// workload, and that each workload has one.
+func (ks *kubeSet) checkPDBs(workloads []*workload, fs *findings) {
+	covered := map[*workload]bool{}
 	for _, p := range ks.pdbs {
 		at := fmt.Sprintf("%s: PodDisruptionBudget %s", ks.where, p.Name)
-		if !selects(p.Spec.Selector, podLabels) {
-			fs.add("%s: its selector does not select the worker's pods", at)
+		var selected []*workload
+		for _, w := range workloads {
+			if selects(p.Spec.Selector, w.labels()) {
+				selected = append(selected, w)
+				covered[w] = true
+			}
+		}
+		if len(selected) != 1 {
+			fs.add("%s: its selector selects the pods of %d roomcast Deployments, want exactly one", at, len(selected))
 		}
 		if p.Spec.MinAvailable == nil && p.Spec.MaxUnavailable == nil {
 			fs.add("%s: sets neither minAvailable nor maxUnavailable", at)
 		}
 	}
-	port := httpPort(workerCfg)
-	at := fmt.Sprintf("%s: Deployment %s", ks.where, worker.Name)
-	checkStaticMembership(ks.where, worker, workerContainer, fs)
-	if workerCfg.DatabaseURL != "" {
-		ks.checkNetworkPolicies(at, podLabels, workerContainer, egressPorts(workerCfg, true, true), port, fs)
-	}
-	jobs := ks.checkServices(f, podLabels, workerContainer, port, fs)
-	ks.checkRules(f, jobs, fs, alerts)
-	for _, so := range ks.scaled {
-		ks.checkScaledObject(f, so, fs)
-	}
-	scraped := len(ks.monitors) > 0 || worker.Spec.Template.Annotations["prometheus.io/scrape"] == "true"
-	if ks.deployable && !scraped {
-		fs.add("%s: nothing scrapes /metrics: neither a ServiceMonitor nor prometheus.io/scrape annotations", ks.where)
+	for _, w := range workloads {
+		if !covered[w] {
+			fs.add("%s: no PodDisruptionBudget selects the pods of Deployment %s", ks.where, w.d.Name)
+		}
 	}
 }
 
@@ -257,26 +286,32 @@ func selects(sel *metav1.LabelSelector, set labels.Set) bool {
 	return err == nil && !s.Empty() && s.Matches(set)
 }
 
-// checkWorker checks the Deployment running `roomcast run` and returns the
-// configuration it gives roomcast.
-func (ks *kubeSet) checkWorker(f *codeFacts, d *appsv1.Deployment, c *corev1.Container, fs *findings) (config.Config, bool) {
+// checkDeployment checks the Deployment of a workload (the worker or the
+// API) and returns the configuration it gives roomcast.
+func (ks *kubeSet) checkDeployment(f *codeFacts, w *workload, fs *findings) (config.Config, bool) {
+	d, c := w.d, w.c
 	at := fmt.Sprintf("%s: Deployment %s", ks.where, d.Name)
 	pod := &d.Spec.Template.Spec
 	cfg, ok := ks.checkContainer(f, at, pod, c, fs)
 	if !ok {
 		return cfg, false
 	}
+	w.cfg = cfg
 	grace := 30 * time.Second // Kubernetes' default
 	if pod.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 	}
-	if grace <= cfg.ShutdownTimeout+httpShutdownGrace {
+	if w.command == "run" && grace <= cfg.ShutdownTimeout+httpShutdownGrace {
 		fs.add("%s: terminationGracePeriodSeconds is %v, not longer than SHUTDOWN_TIMEOUT (%v) plus the %v the HTTP server may take to close",
 			at, grace, cfg.ShutdownTimeout, httpShutdownGrace)
 	}
-	port := httpPort(cfg)
+	if sleep := preStopSleep(c); w.command == "api" && grace <= cfg.ShutdownTimeout+sleep {
+		fs.add("%s: terminationGracePeriodSeconds is %v, not longer than SHUTDOWN_TIMEOUT (%v) plus its preStop sleep (%v): requests in flight would be cut",
+			at, grace, cfg.ShutdownTimeout, sleep)
+	}
+	port := w.port()
 	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return int(p.ContainerPort) == port }) {
-		fs.add("%s: container %s declares no port %d, HTTP_ADDR's (%s)", at, c.Name, port, cfg.HTTPAddr)
+		fs.add("%s: container %s declares no port %d, %s's (%s)", at, c.Name, port, w.addrVar, w.addr())
 	}
 	probes := []struct {
 		kind     string
@@ -294,11 +329,11 @@ func (ks *kubeSet) checkWorker(f *codeFacts, d *appsv1.Deployment, c *corev1.Con
 		default:
 			get := p.probe.HTTPGet
 			if got := containerPort(c, get.Port); got != port {
-				fs.add("%s: %s asks port %s (%d), not HTTP_ADDR's %d", at, p.kind, get.Port.String(), got, port)
+				fs.add("%s: %s asks port %s (%d), not %s's %d", at, p.kind, get.Port.String(), got, w.addrVar, port)
 			}
 			paths[p.kind] = get.Path
-			if code, body, err := f.get(get.Path); err != nil || code != 200 {
-				fs.add("%s: %s asks GET %s, which a running roomcast answers %d %q (%v)", at, p.kind, get.Path, code, strings.TrimSpace(body), err)
+			if code, body, err := f.getFrom(w.command, get.Path); err != nil || code != 200 {
+				fs.add("%s: %s asks GET %s, which a running `roomcast %s` answers %d %q (%v)", at, p.kind, get.Path, w.command, code, strings.TrimSpace(body), err)
 			}
 		}
 	}
@@ -307,18 +342,20 @@ func (ks *kubeSet) checkWorker(f *codeFacts, d *appsv1.Deployment, c *corev1.Con
 	if paths["livenessProbe"] != "" && paths["livenessProbe"] == paths["readinessProbe"] {
 		fs.add("%s: livenessProbe and readinessProbe both ask %s", at, paths["livenessProbe"])
 	}
-	parts, err := strconv.Atoi(d.Annotations[partitionsAnnotation])
-	if err != nil || parts <= 0 {
-		fs.add("%s: annotation %s must give the topic's partition count (got %q)", at, partitionsAnnotation, d.Annotations[partitionsAnnotation])
-	} else if d.Spec.Replicas != nil && int(*d.Spec.Replicas) > parts {
-		fs.add("%s: replicas %d is more than the topic's %d partitions", at, *d.Spec.Replicas, parts)
+	if w.command == "run" {
+		parts, err := strconv.Atoi(d.Annotations[partitionsAnnotation])
+		if err != nil || parts <= 0 {
+			fs.add("%s: annotation %s must give the topic's partition count (got %q)", at, partitionsAnnotation, d.Annotations[partitionsAnnotation])
+		} else if d.Spec.Replicas != nil && int(*d.Spec.Replicas) > parts {
+			fs.add("%s: replicas %d is more than the topic's %d partitions", at, *d.Spec.Replicas, parts)
+		}
 	}
 	if ann := d.Spec.Template.Annotations; ann["prometheus.io/scrape"] == "true" {
 		if ann["prometheus.io/port"] != strconv.Itoa(port) {
-			fs.add("%s: prometheus.io/port is %q, not HTTP_ADDR's port %d", at, ann["prometheus.io/port"], port)
+			fs.add("%s: prometheus.io/port is %q, not %s's port %d", at, ann["prometheus.io/port"], w.addrVar, port)
 		}
 		path := cmpOr(ann["prometheus.io/path"], "/metrics")
-		if code, body, _ := f.get(path); code != 200 || !strings.Contains(body, "roomcast_") {
+		if code, body, _ := f.getFrom(w.command, path); code != 200 || !strings.Contains(body, "roomcast_") {
 			fs.add("%s: prometheus.io/path %s is not roomcast's metrics (GET answers %d)", at, path, code)
 		}
 	}
@@ -491,9 +528,12 @@ func secretData(s *corev1.Secret) map[string]string {
 	return out
 }
 
-// checkMigration checks the Job that runs `roomcast migrate up`.
-func (ks *kubeSet) checkMigration(f *codeFacts, worker *appsv1.Deployment, workerC *corev1.Container, fs *findings) {
+// checkMigration checks the Job that runs `roomcast migrate up`, and
+// returns the configuration it runs with.
+func (ks *kubeSet) checkMigration(f *codeFacts, worker *appsv1.Deployment, workerC *corev1.Container, fs *findings) (config.Config, bool) {
 	found := false
+	var migration config.Config
+	migrationOK := false
 	for _, j := range ks.jobs {
 		at := fmt.Sprintf("%s: Job %s", ks.where, j.Name)
 		pod := &j.Spec.Template.Spec
@@ -504,7 +544,8 @@ func (ks *kubeSet) checkMigration(f *codeFacts, worker *appsv1.Deployment, worke
 		}
 		found = true
 		if cfg, ok := ks.checkContainer(f, at, pod, c, fs); ok {
-			ks.checkNetworkPolicies(at, labels.Set(j.Spec.Template.Labels), c, egressPorts(cfg, false, false), 0, fs)
+			ks.checkNetworkPolicies(at, labels.Set(j.Spec.Template.Labels), c, egressPorts(cfg, false, false), 0, "", fs)
+			migration, migrationOK = cfg, true
 		}
 		if c.Image != workerC.Image {
 			fs.add("%s: image %q is not the worker's %q: the migrations must be the ones that version embeds", at, c.Image, workerC.Image)
@@ -519,22 +560,32 @@ func (ks *kubeSet) checkMigration(f *codeFacts, worker *appsv1.Deployment, worke
 	if !found {
 		fs.add("%s: no Job runs `roomcast migrate up` before Deployment %s", ks.where, worker.Name)
 	}
+	return migration, migrationOK
 }
 
-// checkServices checks the Services of the worker's pods and the
+// checkServices checks the Services of the workloads' pods and the
 // ServiceMonitors of those Services, and returns the job names Prometheus
-// gives the scraped series.
-func (ks *kubeSet) checkServices(f *codeFacts, podLabels labels.Set, c *corev1.Container, port int, fs *findings) map[string]bool {
-	jobs := map[string]bool{}
+// gives the scraped series and the workloads a ServiceMonitor scrapes.
+func (ks *kubeSet) checkServices(f *codeFacts, workloads []*workload, fs *findings) (map[string]bool, map[*workload]bool) {
+	jobs, monitored := map[string]bool{}, map[*workload]bool{}
+	serves := map[*corev1.Service]*workload{}
 	for _, svc := range ks.services {
 		at := fmt.Sprintf("%s: Service %s", ks.where, svc.Name)
-		if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
-			fs.add("%s: does not select the worker's pods", at)
+		var selected []*workload
+		for _, cand := range workloads {
+			if len(svc.Spec.Selector) > 0 && labels.SelectorFromSet(svc.Spec.Selector).Matches(cand.labels()) {
+				selected = append(selected, cand)
+			}
+		}
+		if len(selected) != 1 {
+			fs.add("%s: selects the pods of %d roomcast Deployments, want those of the worker or of the API", at, len(selected))
 			continue
 		}
+		w := selected[0]
+		serves[svc] = w
 		for _, sp := range svc.Spec.Ports {
-			if got := containerPort(c, sp.TargetPort); got != port {
-				fs.add("%s: port %s targets %s (%d), not HTTP_ADDR's %d", at, sp.Name, sp.TargetPort.String(), got, port)
+			if got := containerPort(w.c, sp.TargetPort); got != w.port() {
+				fs.add("%s: port %s targets %s (%d), not %s's %d", at, sp.Name, sp.TargetPort.String(), got, w.addrVar, w.port())
 			}
 		}
 	}
@@ -542,7 +593,7 @@ func (ks *kubeSet) checkServices(f *codeFacts, podLabels labels.Set, c *corev1.C
 		at := fmt.Sprintf("%s: ServiceMonitor %s", ks.where, sm.Name)
 		var svc *corev1.Service
 		for _, s := range ks.services {
-			if selects(&sm.Spec.Selector, labels.Set(s.Labels)) {
+			if selects(&sm.Spec.Selector, labels.Set(s.Labels)) && serves[s] != nil {
 				svc = s
 			}
 		}
@@ -550,6 +601,8 @@ func (ks *kubeSet) checkServices(f *codeFacts, podLabels labels.Set, c *corev1.C
 			fs.add("%s: selects none of the Services", at)
 			continue
 		}
+		w := serves[svc]
+		monitored[w] = true
 		job := svc.Name
 		if sm.Spec.JobLabel != "" {
 			job = svc.Labels[sm.Spec.JobLabel]
@@ -563,12 +616,12 @@ func (ks *kubeSet) checkServices(f *codeFacts, podLabels labels.Set, c *corev1.C
 				fs.add("%s: endpoint port %q is not a port of Service %s", at, ep.Port, svc.Name)
 			}
 			path := cmpOr(ep.Path, "/metrics")
-			if code, body, _ := f.get(path); code != 200 || !strings.Contains(body, "roomcast_") {
+			if code, body, _ := f.getFrom(w.command, path); code != 200 || !strings.Contains(body, "roomcast_") {
 				fs.add("%s: path %s is not roomcast's metrics (GET answers %d)", at, path, code)
 			}
 		}
 	}
-	return jobs
+	return jobs, monitored
 }
 
 // checkRules checks every alert and recording rule against the worker's

@@ -3,6 +3,7 @@ package checks
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 
@@ -18,8 +19,9 @@ import (
 
 // The NetworkPolicies are checked against what the pods they select do:
 // every port the configuration makes roomcast call (each broker, the
-// database, Pusher, DNS) is allowed out, and only HTTP_ADDR's port in, from
-// a named source.
+// database, Pusher, the identity provider's key set, DNS) is allowed out, and
+// only the port it listens on (HTTP_ADDR's, API_ADDR's) in, from a named
+// source.
 
 // wantedPort is a destination port and protocol a pod must reach.
 type wantedPort struct {
@@ -28,8 +30,9 @@ type wantedPort struct {
 	protocol corev1.Protocol
 }
 
-// egressPorts lists what cfg makes `roomcast run` (kafka, pusher) or
-// `roomcast migrate` call.
+// egressPorts lists what cfg makes `roomcast run` (kafka, pusher),
+// `roomcast api` or `roomcast migrate` call: the API's key set is in cfg only
+// for the API.
 func egressPorts(cfg config.Config, kafka, pusher bool) []wantedPort {
 	want := []wantedPort{{"DNS", 53, corev1.ProtocolUDP}, {"DNS", 53, corev1.ProtocolTCP}}
 	if pc, err := pgconn.ParseConfig(cfg.DatabaseURL); err == nil {
@@ -45,6 +48,10 @@ func egressPorts(cfg config.Config, kafka, pusher bool) []wantedPort {
 				want = append(want, wantedPort{"Kafka broker " + b, n, corev1.ProtocolTCP})
 			}
 		}
+	}
+	if u, err := url.Parse(cfg.API.JWKSURL); cfg.API.JWKSURL != "" && err == nil {
+		n, _ := strconv.Atoi(cmpOr(u.Port(), map[string]string{"https": "443", "http": "80"}[u.Scheme]))
+		want = append(want, wantedPort{"the identity provider's key set (API_JWKS_URL)", n, corev1.ProtocolTCP})
 	}
 	if pusher {
 		switch {
@@ -115,8 +122,9 @@ func portAllows(ports []networkingv1.NetworkPolicyPort, w wantedPort, c *corev1.
 
 // checkNetworkPolicies checks the policies that select the pods of a
 // workload: egress allows every port in want, and ingress (when listening
-// is set, the HTTP port of c) only that port, from named sources.
-func (ks *kubeSet) checkNetworkPolicies(at string, podLabels labels.Set, c *corev1.Container, want []wantedPort, listening int, fs *findings) {
+// is set, the port of c that addrVar gives) only that port, from named
+// sources.
+func (ks *kubeSet) checkNetworkPolicies(at string, podLabels labels.Set, c *corev1.Container, want []wantedPort, listening int, addrVar string, fs *findings) {
 	pols := ks.policiesOf(podLabels)
 	if len(pols) == 0 {
 		fs.add("%s: no NetworkPolicy selects its pods: they may reach anything and be reached by anyone", at)
@@ -158,7 +166,7 @@ func (ks *kubeSet) checkNetworkPolicies(at string, podLabels labels.Set, c *core
 			fs.add("%s: open to every source (no from)", rat)
 		}
 		if len(r.Ports) == 0 {
-			fs.add("%s: allows every port, want only HTTP_ADDR's %d", rat, listening)
+			fs.add("%s: allows every port, want only %s's %d", rat, addrVar, listening)
 		}
 		for _, p := range r.Ports {
 			n := -1
@@ -166,13 +174,13 @@ func (ks *kubeSet) checkNetworkPolicies(at string, podLabels labels.Set, c *core
 				n = containerPort(c, *p.Port)
 			}
 			if n != listening || p.EndPort != nil {
-				fs.add("%s: allows port %v, want only HTTP_ADDR's %d", rat, p.Port, listening)
+				fs.add("%s: allows port %v, want only %s's %d", rat, p.Port, addrVar, listening)
 			}
 		}
 		allowed = allowed || portAllows(r.Ports, wantedPort{port: listening, protocol: corev1.ProtocolTCP}, c)
 	}
 	if listening > 0 && !allowed {
-		fs.add("%s: its NetworkPolicies let nothing reach HTTP_ADDR's port %d (metrics, probes)", at, listening)
+		fs.add("%s: its NetworkPolicies let nothing reach %s's port %d (metrics, probes)", at, addrVar, listening)
 	}
 }
 

@@ -18,8 +18,8 @@ import (
 	"github.com/roomcast/roomcast/internal/testsupport"
 )
 
-// The world `roomcast run` runs against in the checks, and the worker itself
-// as a subprocess of the tests.
+// The world `roomcast run` runs against in the checks, and the worker (and
+// `roomcast api`) itself as a subprocess of the tests.
 
 const (
 	testAppID  = "roomcast-test"
@@ -93,15 +93,16 @@ func newStack(t *testing.T, bin string) *stack {
 	return s
 }
 
-// worker is one `roomcast run` subprocess.
+// worker is one `roomcast run` (or `roomcast api`) subprocess.
 type worker struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	addr string
-	logs *testsupport.SyncBuffer
-	done chan struct{}
-	err  error // Wait's result, once done is closed
-	once sync.Once
+	t       *testing.T
+	command string // run or api
+	cmd     *exec.Cmd
+	addr    string
+	logs    *testsupport.SyncBuffer
+	done    chan struct{}
+	err     error // Wait's result, once done is closed
+	once    sync.Once
 }
 
 // startWorker runs `roomcast run` on a free port with the stack's
@@ -109,19 +110,39 @@ type worker struct {
 // the test unless stopped before.
 func (s *stack) startWorker(overrides map[string]string) *worker {
 	s.t.Helper()
-	w := &worker{t: s.t, addr: freeAddr(s.t), logs: &testsupport.SyncBuffer{}, done: make(chan struct{})}
-	env := map[string]string{"HTTP_ADDR": w.addr}
+	return s.start("run", "HTTP_ADDR", overrides)
+}
+
+// apiJWTSecret signs the tokens `roomcast api` accepts in the checks.
+const apiJWTSecret = "checks-api-jwt-secret-of-32-bytes-or-more"
+
+// startAPI runs `roomcast api` on a free port, on the stack's database and
+// Pusher app, taking tokens signed with apiJWTSecret, with overrides.
+func (s *stack) startAPI(overrides map[string]string) *worker {
+	s.t.Helper()
+	env := map[string]string{"API_JWT_SECRET": apiJWTSecret}
+	for k, v := range overrides {
+		env[k] = v
+	}
+	return s.start("api", "API_ADDR", env)
+}
+
+// start runs `roomcast command` listening on a free port (addrVar).
+func (s *stack) start(command, addrVar string, overrides map[string]string) *worker {
+	s.t.Helper()
+	w := &worker{t: s.t, command: command, addr: freeAddr(s.t), logs: &testsupport.SyncBuffer{}, done: make(chan struct{})}
+	env := map[string]string{addrVar: w.addr}
 	for k, v := range s.env {
 		env[k] = v
 	}
 	for k, v := range overrides {
 		env[k] = v
 	}
-	w.cmd = exec.Command(s.bin, "run")
+	w.cmd = exec.Command(s.bin, command)
 	w.cmd.Env = environ(env)
 	w.cmd.Stdout, w.cmd.Stderr = w.logs, w.logs
 	if err := w.cmd.Start(); err != nil {
-		s.t.Fatalf("start roomcast run: %v", err)
+		s.t.Fatalf("start roomcast %s: %v", command, err)
 	}
 	go func() {
 		w.err = w.cmd.Wait()
@@ -129,7 +150,7 @@ func (s *stack) startWorker(overrides map[string]string) *worker {
 	}()
 	s.t.Cleanup(func() {
 		if err := w.shutdown(); err != nil {
-			s.t.Errorf("roomcast run: %v\nlog tail:\n%s", err, w.logs.Tail(40))
+			s.t.Errorf("roomcast %s: %v\nlog tail:\n%s", command, err, w.logs.Tail(40))
 		}
 	})
 	return w
@@ -157,11 +178,11 @@ func (w *worker) shutdown() error {
 	return w.err
 }
 
-// stop stops the worker and fails the test unless it exited 0.
+// stop stops the process and fails the test unless it exited 0.
 func (w *worker) stop() {
 	w.t.Helper()
 	if err := w.shutdown(); err != nil {
-		w.t.Fatalf("roomcast run: %v\nlog tail:\n%s", err, w.logs.Tail(40))
+		w.t.Fatalf("roomcast %s: %v\nlog tail:\n%s", w.command, err, w.logs.Tail(40))
 	}
 }
 
@@ -173,7 +194,7 @@ func (w *worker) waitReady() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-w.done:
-			w.t.Fatalf("roomcast run exited before it was ready: %v\nlog tail:\n%s", w.err, w.logs.Tail(40))
+			w.t.Fatalf("roomcast %s exited before it was ready: %v\nlog tail:\n%s", w.command, w.err, w.logs.Tail(40))
 		default:
 		}
 		code, body, err := httpGet(w.addr, "/readyz")
